@@ -1,0 +1,121 @@
+//! Decoding one slice from its payload, with both digests checked.
+//!
+//! The payload's SHA-256 is checked *before* it reaches a decoder, and the decoded slice's
+//! SHA-256 after, so a decoder only ever sees bytes the signed manifest vouches for, and no
+//! output is handed on unless it is exactly what the manifest promised.
+
+use crate::error::{Error, Result};
+use crate::wire::manifest::Manifest;
+use crate::wire::slice::{Method, SliceRecord};
+use sha2::{Digest, Sha256};
+
+/// Reusable decoding state (the zstd decoder keeps its buffers across slices).
+#[derive(Default)]
+pub struct SliceDecoder {
+    #[cfg(feature = "zstd")]
+    zstd: Option<ruzstd::decoding::FrameDecoder>,
+}
+
+impl core::fmt::Debug for SliceDecoder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SliceDecoder")
+    }
+}
+
+impl SliceDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes slice `rec` of `manifest` from `payload` into `out`, which must be at least the
+    /// slice's length; returns the decoded slice (a prefix of `out`).
+    pub fn decode<'o>(
+        &mut self,
+        manifest: &Manifest<'_>,
+        rec: &SliceRecord<'_>,
+        payload: &[u8],
+        out: &'o mut [u8],
+    ) -> Result<&'o [u8]> {
+        let slice = rec.index();
+        let len = manifest.slice_len(slice) as usize;
+        let out = out.get_mut(..len).ok_or(Error::BufferTooSmall { needed: len as u64 })?;
+        let payload_digest: [u8; 32] = Sha256::digest(payload).into();
+        if payload_digest != rec.payload_sha256() {
+            return Err(Error::PayloadDigest { slice });
+        }
+        match rec.method() {
+            Method::Fill => out.fill(rec.arg() as u8),
+            Method::Raw => {
+                if payload.len() != out.len() {
+                    return Err(Error::Decode { slice });
+                }
+                out.copy_from_slice(payload);
+            }
+            Method::Zstd => self.zstd(slice, manifest.zstd_window_log(), payload, out)?,
+            Method::Copy | Method::Patch => {
+                return Err(Error::MethodNotAllowed { slice, method: rec.method() as u8 })
+            }
+        }
+        let slice_digest: [u8; 32] = Sha256::digest(&*out).into();
+        if slice_digest != rec.slice_sha256() {
+            return Err(Error::SliceDigest { slice });
+        }
+        Ok(out)
+    }
+
+    #[cfg(feature = "zstd")]
+    fn zstd(&mut self, slice: u32, window_log: u8, payload: &[u8], out: &mut [u8]) -> Result<()> {
+        use ruzstd::decoding::errors::FrameDecoderError;
+        use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+        use ruzstd::io::Read;
+
+        let bad = Error::Decode { slice };
+        if window_log == 0 {
+            return Err(Error::MethodNotAllowed { slice, method: Method::Zstd as u8 });
+        }
+        let dec = self.zstd.get_or_insert_with(FrameDecoder::new);
+        dec.set_max_window_size(1u64 << window_log.min(31));
+        let mut src = payload;
+        dec.reset(&mut src).map_err(|e| match e {
+            FrameDecoderError::WindowSizeTooBig { .. } => Error::WindowTooLarge { slice },
+            _ => bad,
+        })?;
+        let mut pos = 0usize;
+        loop {
+            let finished = dec
+                .decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(16 * 1024))
+                .map_err(|_| bad)?;
+            loop {
+                let rest = out.get_mut(pos..).unwrap_or(&mut []);
+                if rest.is_empty() {
+                    break;
+                }
+                let n = dec.read(rest).map_err(|_| bad)?;
+                if n == 0 {
+                    break;
+                }
+                pos += n;
+            }
+            if dec.can_collect() > 0 {
+                return Err(bad); // decodes to more than the slice
+            }
+            if finished {
+                break;
+            }
+        }
+        if !src.is_empty() || pos != out.len() {
+            return Err(bad); // trailing bytes after the frame, or a short slice
+        }
+        if let Some(declared) = dec.get_checksum_from_data() {
+            if dec.get_calculated_checksum() != Some(declared) {
+                return Err(bad);
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    fn zstd(&mut self, slice: u32, _: u8, _: &[u8], _: &mut [u8]) -> Result<()> {
+        Err(Error::CodecUnavailable { slice })
+    }
+}

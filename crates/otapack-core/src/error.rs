@@ -1,0 +1,121 @@
+//! Typed errors. Every rejection of a package names what was wrong, so a CLI can print a
+//! one-line cause and a device can map it to a cloud failure code.
+
+use core::fmt;
+
+/// Why a package (or a key) was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Fewer bytes than the named structure needs.
+    Truncated { what: &'static str },
+    /// The named magic number is wrong: this is not an otapack package.
+    BadMagic { what: &'static str },
+    /// The container format version is not one this reader implements.
+    UnsupportedVersion(u16),
+    /// A field holds a value the format forbids (reserved bits set, out of range, ...).
+    Malformed { what: &'static str },
+    /// A length or count disagrees with what the rest of the package implies.
+    LengthMismatch { what: &'static str, expected: u64, actual: u64 },
+    /// A manifest field marked critical that this reader does not know.
+    UnknownCriticalField(u16),
+    /// A slice method code this reader does not know.
+    UnknownMethod(u8),
+    /// A known slice method that the package kind does not allow.
+    MethodNotAllowed { slice: u32, method: u8 },
+    /// A package kind code this reader does not know or does not implement.
+    UnsupportedKind(u8),
+    /// A signature algorithm code this reader does not know.
+    UnknownAlgorithm(u16),
+    /// Two signatures from the same key.
+    DuplicateSignature,
+    /// The trailer's MD5 does not match the bytes before it.
+    Md5Mismatch,
+    /// The SHA-256 of a slice payload does not match its record.
+    PayloadDigest { slice: u32 },
+    /// The SHA-256 of a decoded slice does not match its record.
+    SliceDigest { slice: u32 },
+    /// The SHA-256 of the whole decoded image does not match the manifest.
+    ImageDigest,
+    /// A slice payload could not be decoded (corrupt or oversized stream).
+    Decode { slice: u32 },
+    /// A zstd frame asks for a larger window than the manifest declares.
+    WindowTooLarge { slice: u32 },
+    /// This reader was built without the codec the slice needs.
+    CodecUnavailable { slice: u32 },
+    /// A caller-provided buffer is smaller than needed.
+    BufferTooSmall { needed: u64 },
+    /// A signature from a trusted key does not verify: the package was altered or mis-signed.
+    BadSignature { key_id: [u8; 32] },
+    /// A signature names a trusted key but a different algorithm than that key has.
+    AlgorithmMismatch { key_id: [u8; 32] },
+    /// The package carries no signature at all.
+    Unsigned,
+    /// No signature from a trusted key (or fewer than the policy requires).
+    NotEnoughTrustedSignatures { required: u8, found: u8 },
+    /// A public key could not be used (malformed, unsupported algorithm or size).
+    BadKey { what: &'static str },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Error::*;
+        match self {
+            Truncated { what } => write!(f, "truncated: {what} is cut short"),
+            BadMagic { what } => write!(f, "not an otapack package: bad {what} magic"),
+            UnsupportedVersion(v) => write!(f, "unsupported container format version {v}"),
+            Malformed { what } => write!(f, "malformed package: {what}"),
+            LengthMismatch { what, expected, actual } => {
+                write!(f, "length mismatch: {what} is {actual}, expected {expected}")
+            }
+            UnknownCriticalField(t) => write!(f, "unknown critical manifest field 0x{t:04x}"),
+            UnknownMethod(m) => write!(f, "unknown slice method {m}"),
+            MethodNotAllowed { slice, method } => {
+                write!(f, "slice {slice}: method {method} is not allowed in this package kind")
+            }
+            UnsupportedKind(k) => write!(f, "unsupported package kind {k}"),
+            UnknownAlgorithm(a) => write!(f, "unknown signature algorithm {a}"),
+            DuplicateSignature => write!(f, "two signatures carry the same key id"),
+            Md5Mismatch => write!(f, "trailer MD5 does not match the package bytes"),
+            PayloadDigest { slice } => write!(f, "slice {slice}: payload SHA-256 mismatch"),
+            SliceDigest { slice } => write!(f, "slice {slice}: decoded data SHA-256 mismatch"),
+            ImageDigest => write!(f, "decoded image SHA-256 does not match the manifest"),
+            Decode { slice } => write!(f, "slice {slice}: payload does not decode"),
+            WindowTooLarge { slice } => {
+                write!(f, "slice {slice}: zstd window larger than the manifest allows")
+            }
+            CodecUnavailable { slice } => {
+                write!(f, "slice {slice}: this build has no decoder for its codec")
+            }
+            BufferTooSmall { needed } => write!(f, "buffer too small: {needed} bytes needed"),
+            BadSignature { key_id } => {
+                write!(f, "signature by trusted key ")?;
+                write_hex(f, key_id)?;
+                write!(f, " does not verify")
+            }
+            AlgorithmMismatch { key_id } => {
+                write!(f, "signature names trusted key ")?;
+                write_hex(f, key_id)?;
+                write!(f, " with an algorithm that key does not use")
+            }
+            Unsigned => write!(f, "package is not signed"),
+            NotEnoughTrustedSignatures { required, found } => write!(
+                f,
+                "{found} valid signature(s) from trusted keys, {required} required"
+            ),
+            BadKey { what } => write!(f, "unusable key: {what}"),
+        }
+    }
+}
+
+/// Writes bytes as lowercase hex.
+pub fn write_hex(f: &mut dyn fmt::Write, bytes: &[u8]) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+impl core::error::Error for Error {}
+
+pub type Result<T> = core::result::Result<T, Error>;

@@ -1,0 +1,96 @@
+//! Whole-package verification for packages held in memory (host tools, or a device that
+//! verifies a staged package in memory-mapped flash before it applies it).
+//!
+//! Order of checks: structure (`Package::parse`), trailer MD5 (transport corruption),
+//! signatures (authenticity of header and manifest), then every slice: payload digest, decode,
+//! slice digest, and the whole image digest at the end. Each verified slice goes to a sink in
+//! image order; a sink must not treat the image as good until this returns `Ok`.
+
+use crate::decode::SliceDecoder;
+use crate::error::{Error, Result};
+use crate::keys::{check_entry, SignatureStatus, TrustedKey};
+use crate::package::Package;
+use sha2::{Digest, Sha256};
+
+/// What signatures a verifier requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Valid signatures from distinct trusted keys needed (at least 1 unless `allow_unsigned`).
+    pub required_signatures: u8,
+    /// Accept a package without a valid trusted signature (integrity checks only). A signature
+    /// that names a trusted key and does not verify still fails.
+    pub allow_unsigned: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { required_signatures: 1, allow_unsigned: false }
+    }
+}
+
+/// Counts from a signature check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SignatureSummary {
+    pub total: u8,
+    pub valid: u8,
+    pub untrusted: u8,
+}
+
+/// Checks the signature block against the trusted keys and the policy.
+pub fn check_signatures(
+    pkg: &Package<'_>,
+    trusted: &[TrustedKey],
+    policy: &Policy,
+) -> Result<SignatureSummary> {
+    let message = pkg.signed_message();
+    let mut sum = SignatureSummary::default();
+    for entry in pkg.signatures().entries() {
+        sum.total = sum.total.saturating_add(1);
+        match check_entry(&entry, &message, trusted) {
+            SignatureStatus::Valid => sum.valid = sum.valid.saturating_add(1),
+            SignatureStatus::Untrusted => sum.untrusted = sum.untrusted.saturating_add(1),
+            SignatureStatus::Invalid => return Err(Error::BadSignature { key_id: entry.key_id }),
+            SignatureStatus::AlgorithmMismatch => {
+                return Err(Error::AlgorithmMismatch { key_id: entry.key_id })
+            }
+        }
+    }
+    if policy.allow_unsigned {
+        return Ok(sum);
+    }
+    if sum.total == 0 {
+        return Err(Error::Unsigned);
+    }
+    let required = policy.required_signatures.max(1);
+    if sum.valid < required {
+        return Err(Error::NotEnoughTrustedSignatures { required, found: sum.valid });
+    }
+    Ok(sum)
+}
+
+/// Verifies a whole package and passes every verified slice, in image order, to
+/// `sink(image_offset, bytes)`. `buf` must hold one slice (`manifest.slice_size()` bytes).
+/// A sink error stops verification and is returned as is.
+pub fn verify_package(
+    pkg: &Package<'_>,
+    trusted: &[TrustedKey],
+    policy: &Policy,
+    decoder: &mut SliceDecoder,
+    buf: &mut [u8],
+    mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<SignatureSummary> {
+    pkg.check_md5()?;
+    let summary = check_signatures(pkg, trusted, policy)?;
+    let manifest = pkg.manifest();
+    let mut image = Sha256::new();
+    for rec in manifest.slices() {
+        let data = decoder.decode(&manifest, &rec, pkg.payload(&rec), buf)?;
+        image.update(data);
+        sink(u64::from(rec.index()) << manifest.slice_log2(), data)?;
+    }
+    let digest: [u8; 32] = image.finalize().into();
+    if digest != manifest.image_sha256() {
+        return Err(Error::ImageDigest);
+    }
+    Ok(summary)
+}
