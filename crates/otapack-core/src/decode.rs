@@ -38,7 +38,9 @@ impl SliceDecoder {
     ) -> Result<&'o [u8]> {
         let slice = rec.index();
         let len = manifest.slice_len(slice) as usize;
-        let out = out.get_mut(..len).ok_or(Error::BufferTooSmall { needed: len as u64 })?;
+        let out = out
+            .get_mut(..len)
+            .ok_or(Error::BufferTooSmall { needed: len as u64 })?;
         let payload_digest: [u8; 32] = Sha256::digest(payload).into();
         if payload_digest != rec.payload_sha256() {
             return Err(Error::PayloadDigest { slice });
@@ -53,7 +55,10 @@ impl SliceDecoder {
             }
             Method::Zstd => self.zstd(slice, manifest.zstd_window_log(), payload, out)?,
             Method::Copy | Method::Patch => {
-                return Err(Error::MethodNotAllowed { slice, method: rec.method() as u8 })
+                return Err(Error::MethodNotAllowed {
+                    slice,
+                    method: rec.method() as u8,
+                })
             }
         }
         let slice_digest: [u8; 32] = Sha256::digest(&*out).into();
@@ -71,7 +76,10 @@ impl SliceDecoder {
 
         let bad = Error::Decode { slice };
         if window_log == 0 {
-            return Err(Error::MethodNotAllowed { slice, method: Method::Zstd as u8 });
+            return Err(Error::MethodNotAllowed {
+                slice,
+                method: Method::Zstd as u8,
+            });
         }
         let dec = self.zstd.get_or_insert_with(FrameDecoder::new);
         dec.set_max_window_size(1u64 << window_log.min(31));

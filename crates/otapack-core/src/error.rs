@@ -16,7 +16,11 @@ pub enum Error {
     /// A field holds a value the format forbids (reserved bits set, out of range, ...).
     Malformed { what: &'static str },
     /// A length or count disagrees with what the rest of the package implies.
-    LengthMismatch { what: &'static str, expected: u64, actual: u64 },
+    LengthMismatch {
+        what: &'static str,
+        expected: u64,
+        actual: u64,
+    },
     /// A manifest field marked critical that this reader does not know.
     UnknownCriticalField(u16),
     /// A slice method code this reader does not know.
@@ -55,6 +59,8 @@ pub enum Error {
     NotEnoughTrustedSignatures { required: u8, found: u8 },
     /// A public key could not be used (malformed, unsupported algorithm or size).
     BadKey { what: &'static str },
+    /// The caller's output sink failed (flash write, file write); the cause is the caller's.
+    Output,
 }
 
 impl fmt::Display for Error {
@@ -65,13 +71,23 @@ impl fmt::Display for Error {
             BadMagic { what } => write!(f, "not an otapack package: bad {what} magic"),
             UnsupportedVersion(v) => write!(f, "unsupported container format version {v}"),
             Malformed { what } => write!(f, "malformed package: {what}"),
-            LengthMismatch { what, expected, actual } => {
-                write!(f, "length mismatch: {what} is {actual}, expected {expected}")
+            LengthMismatch {
+                what,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "length mismatch: {what} is {actual}, expected {expected}"
+                )
             }
             UnknownCriticalField(t) => write!(f, "unknown critical manifest field 0x{t:04x}"),
             UnknownMethod(m) => write!(f, "unknown slice method {m}"),
             MethodNotAllowed { slice, method } => {
-                write!(f, "slice {slice}: method {method} is not allowed in this package kind")
+                write!(
+                    f,
+                    "slice {slice}: method {method} is not allowed in this package kind"
+                )
             }
             UnsupportedKind(k) => write!(f, "unsupported package kind {k}"),
             UnknownAlgorithm(a) => write!(f, "unknown signature algorithm {a}"),
@@ -82,7 +98,10 @@ impl fmt::Display for Error {
             ImageDigest => write!(f, "decoded image SHA-256 does not match the manifest"),
             Decode { slice } => write!(f, "slice {slice}: payload does not decode"),
             WindowTooLarge { slice } => {
-                write!(f, "slice {slice}: zstd window larger than the manifest allows")
+                write!(
+                    f,
+                    "slice {slice}: zstd window larger than the manifest allows"
+                )
             }
             CodecUnavailable { slice } => {
                 write!(f, "slice {slice}: this build has no decoder for its codec")
@@ -104,6 +123,7 @@ impl fmt::Display for Error {
                 "{found} valid signature(s) from trusted keys, {required} required"
             ),
             BadKey { what } => write!(f, "unusable key: {what}"),
+            Output => write!(f, "writing the output failed"),
         }
     }
 }

@@ -25,8 +25,9 @@ pub const OID_RSA_ENCRYPTION: ObjectIdentifier =
 pub const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32 key bytes follow.
-pub const ED25519_SPKI_PREFIX: [u8; 12] =
-    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+pub const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 
 /// SHA-256 of a SubjectPublicKeyInfo DER: how packages name keys.
 pub fn key_id(spki_der: &[u8]) -> [u8; 32] {
@@ -51,24 +52,31 @@ pub struct TrustedKey {
 impl TrustedKey {
     /// From a DER SubjectPublicKeyInfo (what an SPKI PEM file holds, base64-decoded).
     pub fn from_spki_der(der: &[u8]) -> Result<Self> {
-        let spki = spki::SubjectPublicKeyInfoRef::from_der(der)
-            .map_err(|_| Error::BadKey { what: "not a DER SubjectPublicKeyInfo" })?;
+        let spki = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| Error::BadKey {
+            what: "not a DER SubjectPublicKeyInfo",
+        })?;
         let oid = spki.algorithm.oid;
         if oid == OID_ED25519 {
             if spki.algorithm.parameters.is_some() {
-                return Err(Error::BadKey { what: "Ed25519 key with algorithm parameters" });
+                return Err(Error::BadKey {
+                    what: "Ed25519 key with algorithm parameters",
+                });
             }
             let raw = spki
                 .subject_public_key
                 .as_bytes()
                 .and_then(|b| <&[u8; 32]>::try_from(b).ok())
-                .ok_or(Error::BadKey { what: "Ed25519 key is not 32 bytes" })?;
+                .ok_or(Error::BadKey {
+                    what: "Ed25519 key is not 32 bytes",
+                })?;
             return Self::from_ed25519_bytes(raw);
         }
         if oid == OID_RSA_ENCRYPTION || oid == OID_RSASSA_PSS {
             return Self::rsa_from_spki(spki, der);
         }
-        Err(Error::BadKey { what: "unsupported key algorithm (want Ed25519 or RSA)" })
+        Err(Error::BadKey {
+            what: "unsupported key algorithm (want Ed25519 or RSA)",
+        })
     }
 
     #[cfg(feature = "rsa")]
@@ -79,30 +87,46 @@ impl TrustedKey {
         } else {
             Algorithm::RsaPkcs1v15Sha256
         };
-        let key = rsa::RsaPublicKey::try_from(spki)
-            .map_err(|_| Error::BadKey { what: "malformed RSA public key" })?;
+        let key = rsa::RsaPublicKey::try_from(spki).map_err(|_| Error::BadKey {
+            what: "malformed RSA public key",
+        })?;
         if !matches!(key.size(), 256 | 384 | 512) {
-            return Err(Error::BadKey { what: "RSA key must be 2048, 3072 or 4096 bits" });
+            return Err(Error::BadKey {
+                what: "RSA key must be 2048, 3072 or 4096 bits",
+            });
         }
-        Ok(TrustedKey { id: key_id(der), algorithm, key: PublicKey::Rsa(key) })
+        Ok(TrustedKey {
+            id: key_id(der),
+            algorithm,
+            key: PublicKey::Rsa(key),
+        })
     }
 
     #[cfg(not(feature = "rsa"))]
     fn rsa_from_spki(_: spki::SubjectPublicKeyInfoRef<'_>, _: &[u8]) -> Result<Self> {
-        Err(Error::BadKey { what: "RSA support is not built in (feature `rsa`)" })
+        Err(Error::BadKey {
+            what: "RSA support is not built in (feature `rsa`)",
+        })
     }
 
     /// From the 32 raw bytes of an Ed25519 public key (e.g. compiled into a bootloader).
     pub fn from_ed25519_bytes(raw: &[u8; 32]) -> Result<Self> {
-        let vk = ed25519_dalek::VerifyingKey::from_bytes(raw)
-            .map_err(|_| Error::BadKey { what: "Ed25519 key is not a valid point" })?;
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|_| Error::BadKey {
+            what: "Ed25519 key is not a valid point",
+        })?;
         if vk.is_weak() {
-            return Err(Error::BadKey { what: "Ed25519 key is a weak (small-order) point" });
+            return Err(Error::BadKey {
+                what: "Ed25519 key is a weak (small-order) point",
+            });
         }
         let mut der = [0u8; 44];
         der[..12].copy_from_slice(&ED25519_SPKI_PREFIX);
         der[12..].copy_from_slice(raw);
-        Ok(TrustedKey { id: key_id(&der), algorithm: Algorithm::Ed25519, key: PublicKey::Ed25519(vk) })
+        Ok(TrustedKey {
+            id: key_id(&der),
+            algorithm: Algorithm::Ed25519,
+            key: PublicKey::Ed25519(vk),
+        })
     }
 
     pub fn id(&self) -> [u8; 32] {
@@ -122,7 +146,8 @@ impl TrustedKey {
                 use rsa::signature::Verifier;
                 match self.algorithm {
                     Algorithm::RsaPssSha256 => {
-                        let vk = rsa::pss::VerifyingKey::<Sha256>::new_with_auto_salt_len(key.clone());
+                        let vk =
+                            rsa::pss::VerifyingKey::<Sha256>::new_with_auto_salt_len(key.clone());
                         rsa::pss::Signature::try_from(signature)
                             .is_ok_and(|sig| vk.verify(message, &sig).is_ok())
                     }

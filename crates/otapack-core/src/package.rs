@@ -60,7 +60,9 @@ impl<'a> Package<'a> {
         let actual = (body.len() - payload_start) as u64;
         if actual != u64::from(header.payload_len()) {
             return Err(if actual < u64::from(header.payload_len()) {
-                Error::Truncated { what: "payload area" }
+                Error::Truncated {
+                    what: "payload area",
+                }
             } else {
                 Error::LengthMismatch {
                     what: "payload area",
@@ -69,7 +71,14 @@ impl<'a> Package<'a> {
                 }
             });
         }
-        Ok(Package { bytes, header, manifest, signatures, payload_start, trailer })
+        Ok(Package {
+            bytes,
+            header,
+            manifest,
+            signatures,
+            payload_start,
+            trailer,
+        })
     }
 
     pub fn as_bytes(&self) -> &'a [u8] {
@@ -93,7 +102,9 @@ impl<'a> Package<'a> {
     }
     /// The header and manifest bytes: what the signatures cover.
     pub fn signed_bytes(&self) -> &'a [u8] {
-        self.bytes.get(..HEADER_LEN + self.manifest.as_bytes().len()).unwrap_or(&[])
+        self.bytes
+            .get(..HEADER_LEN + self.manifest.as_bytes().len())
+            .unwrap_or(&[])
     }
     /// The payload area: every slice payload, back to back.
     pub fn payload_area(&self) -> &'a [u8] {
@@ -103,7 +114,9 @@ impl<'a> Package<'a> {
     /// The payload of one record (bounds proven at parse time).
     pub fn payload(&self, rec: &SliceRecord<'_>) -> &'a [u8] {
         let start = rec.payload_offset() as usize;
-        self.payload_area().get(start..start + rec.payload_len() as usize).unwrap_or(&[])
+        self.payload_area()
+            .get(start..start + rec.payload_len() as usize)
+            .unwrap_or(&[])
     }
     /// SHA-256 of header and manifest.
     pub fn signed_digest(&self) -> [u8; 32] {
@@ -115,7 +128,10 @@ impl<'a> Package<'a> {
     }
     /// Checks the trailer MD5 over everything before it.
     pub fn check_md5(&self) -> Result<()> {
-        let before = self.bytes.get(..self.bytes.len() - TRAILER_LEN).unwrap_or(&[]);
+        let before = self
+            .bytes
+            .get(..self.bytes.len() - TRAILER_LEN)
+            .unwrap_or(&[]);
         if trailer::md5(before) == self.trailer.md5() {
             Ok(())
         } else {
@@ -132,7 +148,9 @@ pub fn assemble(
     payloads: &[u8],
 ) -> Result<alloc::vec::Vec<u8>> {
     use crate::wire::header::HeaderRepr;
-    let too_big = Error::Malformed { what: "package larger than 4 GiB" };
+    let too_big = Error::Malformed {
+        what: "package larger than 4 GiB",
+    };
     let header = HeaderRepr {
         manifest_len: u32::try_from(manifest.len()).map_err(|_| too_big)?,
         payload_len: u32::try_from(payloads.len()).map_err(|_| too_big)?,

@@ -24,7 +24,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { required_signatures: 1, allow_unsigned: false }
+        Policy {
+            required_signatures: 1,
+            allow_unsigned: false,
+        }
     }
 }
 
@@ -49,9 +52,15 @@ pub fn check_signatures(
         match check_entry(&entry, &message, trusted) {
             SignatureStatus::Valid => sum.valid = sum.valid.saturating_add(1),
             SignatureStatus::Untrusted => sum.untrusted = sum.untrusted.saturating_add(1),
-            SignatureStatus::Invalid => return Err(Error::BadSignature { key_id: entry.key_id }),
+            SignatureStatus::Invalid => {
+                return Err(Error::BadSignature {
+                    key_id: entry.key_id,
+                })
+            }
             SignatureStatus::AlgorithmMismatch => {
-                return Err(Error::AlgorithmMismatch { key_id: entry.key_id })
+                return Err(Error::AlgorithmMismatch {
+                    key_id: entry.key_id,
+                })
             }
         }
     }
@@ -63,7 +72,10 @@ pub fn check_signatures(
     }
     let required = policy.required_signatures.max(1);
     if sum.valid < required {
-        return Err(Error::NotEnoughTrustedSignatures { required, found: sum.valid });
+        return Err(Error::NotEnoughTrustedSignatures {
+            required,
+            found: sum.valid,
+        });
     }
     Ok(sum)
 }

@@ -50,10 +50,14 @@ impl<'a> Header<'a> {
             return Err(Error::UnsupportedVersion(version));
         }
         if usize::from(le_u16(buf, field::HEADER_LEN)) != HEADER_LEN {
-            return Err(Error::Malformed { what: "header_len is not 32" });
+            return Err(Error::Malformed {
+                what: "header_len is not 32",
+            });
         }
         if !all_zero(buf, field::FLAGS) || !all_zero(buf, field::RESERVED) {
-            return Err(Error::Malformed { what: "reserved header bytes are not zero" });
+            return Err(Error::Malformed {
+                what: "reserved header bytes are not zero",
+            });
         }
         Ok(Header { buf })
     }
@@ -81,7 +85,10 @@ pub struct HeaderRepr {
 
 impl HeaderRepr {
     pub fn parse(h: &Header<'_>) -> Self {
-        HeaderRepr { manifest_len: h.manifest_len(), payload_len: h.payload_len() }
+        HeaderRepr {
+            manifest_len: h.manifest_len(),
+            payload_len: h.payload_len(),
+        }
     }
 
     /// Writes the 32 header bytes.
@@ -110,7 +117,10 @@ mod tests {
 
     #[test]
     fn emit_pins_exact_bytes() {
-        let r = HeaderRepr { manifest_len: 0x210, payload_len: 0x10000 };
+        let r = HeaderRepr {
+            manifest_len: 0x210,
+            payload_len: 0x10000,
+        };
         assert_eq!(r.emit(), BYTES);
         let h = Header::new_checked(&BYTES).unwrap();
         assert_eq!(HeaderRepr::parse(&h), r);
@@ -120,17 +130,29 @@ mod tests {
     fn rejects_bad_fields() {
         let mut b = BYTES;
         b[0] = 0x7F;
-        assert_eq!(Header::new_checked(&b).unwrap_err(), Error::BadMagic { what: "header" });
+        assert_eq!(
+            Header::new_checked(&b).unwrap_err(),
+            Error::BadMagic { what: "header" }
+        );
         let mut b = BYTES;
         b[8] = 2;
-        assert_eq!(Header::new_checked(&b).unwrap_err(), Error::UnsupportedVersion(2));
+        assert_eq!(
+            Header::new_checked(&b).unwrap_err(),
+            Error::UnsupportedVersion(2)
+        );
         let mut b = BYTES;
         b[10] = 33;
-        assert!(matches!(Header::new_checked(&b), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            Header::new_checked(&b),
+            Err(Error::Malformed { .. })
+        ));
         for i in 20..32 {
             let mut b = BYTES;
             b[i] = 1;
-            assert!(matches!(Header::new_checked(&b), Err(Error::Malformed { .. })));
+            assert!(matches!(
+                Header::new_checked(&b),
+                Err(Error::Malformed { .. })
+            ));
         }
         for n in 0..32 {
             assert!(Header::new_checked(&BYTES[..n]).is_err());

@@ -116,18 +116,26 @@ impl<'a> Manifest<'a> {
         }
         let log2 = m.slice_log2();
         if !(MIN_SLICE_LOG2..=MAX_SLICE_LOG2).contains(&log2) {
-            return Err(Error::Malformed { what: "slice_log2 outside 12..=20" });
+            return Err(Error::Malformed {
+                what: "slice_log2 outside 12..=20",
+            });
         }
         let wlog = m.zstd_window_log();
         if wlog != 0 && !(MIN_WINDOW_LOG..=log2).contains(&wlog) {
-            return Err(Error::Malformed { what: "zstd_window_log outside 10..=slice_log2" });
+            return Err(Error::Malformed {
+                what: "zstd_window_log outside 10..=slice_log2",
+            });
         }
         if !all_zero(buf, field::FLAGS) || !all_zero(buf, field::RESERVED) {
-            return Err(Error::Malformed { what: "reserved manifest bytes are not zero" });
+            return Err(Error::Malformed {
+                what: "reserved manifest bytes are not zero",
+            });
         }
         let size = m.image_size();
         if size == 0 || size > MAX_IMAGE_SIZE {
-            return Err(Error::Malformed { what: "image_size must be 1..=4294967295" });
+            return Err(Error::Malformed {
+                what: "image_size must be 1..=4294967295",
+            });
         }
         let expected_count = size.div_ceil(1u64 << log2);
         if u64::from(m.slice_count()) != expected_count {
@@ -139,7 +147,9 @@ impl<'a> Manifest<'a> {
         }
         let tlv_len = u64::from(m.tlv_len());
         if tlv_len > tlv::MAX_TLV_AREA as u64 {
-            return Err(Error::Malformed { what: "tlv_len larger than 4096" });
+            return Err(Error::Malformed {
+                what: "tlv_len larger than 4096",
+            });
         }
         let expected_len = FIXED_LEN as u64 + tlv_len + expected_count * RECORD_LEN as u64;
         if buf.len() as u64 != expected_len {
@@ -151,7 +161,9 @@ impl<'a> Manifest<'a> {
         }
         tlv::check_area(m.tlv_area())?;
         if kind == Kind::Full && (m.base_size() != 0 || m.base_sha256() != [0; 32]) {
-            return Err(Error::Malformed { what: "full package with a base image" });
+            return Err(Error::Malformed {
+                what: "full package with a base image",
+            });
         }
         m.check_records(payload_len)?;
         Ok(m)
@@ -163,7 +175,9 @@ impl<'a> Manifest<'a> {
             let at = FIXED_LEN + self.tlv_len() as usize + i as usize * RECORD_LEN;
             let rec = SliceRecord::new_checked(self.buf.get(at..).unwrap_or(&[]))?;
             if rec.index() != i {
-                return Err(Error::Malformed { what: "slice records out of order" });
+                return Err(Error::Malformed {
+                    what: "slice records out of order",
+                });
             }
             if u64::from(rec.payload_offset()) != next_offset {
                 return Err(Error::Malformed {
@@ -172,9 +186,14 @@ impl<'a> Manifest<'a> {
             }
             let len = rec.payload_len();
             let slice_len = self.slice_len(i);
-            let not_allowed = Error::MethodNotAllowed { slice: i, method: rec.method() as u8 };
+            let not_allowed = Error::MethodNotAllowed {
+                slice: i,
+                method: rec.method() as u8,
+            };
             let ok = match rec.method() {
-                Method::Fill => len == 0 && rec.arg() <= 0xFF && rec.payload_sha256() == SHA256_EMPTY,
+                Method::Fill => {
+                    len == 0 && rec.arg() <= 0xFF && rec.payload_sha256() == SHA256_EMPTY
+                }
                 Method::Raw => len == slice_len && rec.arg() == 0,
                 Method::Zstd => {
                     if self.zstd_window_log() == 0 {
@@ -185,11 +204,15 @@ impl<'a> Manifest<'a> {
                 Method::Copy | Method::Patch => return Err(not_allowed),
             };
             if !ok {
-                return Err(Error::Malformed { what: "slice record fields break its method's rules" });
+                return Err(Error::Malformed {
+                    what: "slice record fields break its method's rules",
+                });
             }
             next_offset += u64::from(len);
             if next_offset > u64::from(payload_len) {
-                return Err(Error::Malformed { what: "slice payload beyond the payload area" });
+                return Err(Error::Malformed {
+                    what: "slice payload beyond the payload area",
+                });
             }
         }
         if next_offset != u64::from(payload_len) {
@@ -259,11 +282,16 @@ impl<'a> Manifest<'a> {
     /// Length of slice `i`: the slice size, except for a shorter last slice.
     pub fn slice_len(&self, i: u32) -> u32 {
         let start = u64::from(i) << self.slice_log2();
-        let len = self.image_size().saturating_sub(start).min(u64::from(self.slice_size()));
+        let len = self
+            .image_size()
+            .saturating_sub(start)
+            .min(u64::from(self.slice_size()));
         len as u32
     }
     fn tlv_area(&self) -> &'a [u8] {
-        self.buf.get(FIXED_LEN..FIXED_LEN + self.tlv_len() as usize).unwrap_or(&[])
+        self.buf
+            .get(FIXED_LEN..FIXED_LEN + self.tlv_len() as usize)
+            .unwrap_or(&[])
     }
     /// The identity fields, in package order (checked at construction).
     pub fn fields(&self) -> impl Iterator<Item = tlv::Tlv<'a>> + 'a {
@@ -289,7 +317,11 @@ impl<'a> Manifest<'a> {
         let table = self.buf.get(start..).unwrap_or(&[]);
         let n = self.slice_count() as usize;
         (0..n).map(move |i| {
-            SliceRecord::new_unchecked(table.get(i * RECORD_LEN..(i + 1) * RECORD_LEN).unwrap_or(&[]))
+            SliceRecord::new_unchecked(
+                table
+                    .get(i * RECORD_LEN..(i + 1) * RECORD_LEN)
+                    .unwrap_or(&[]),
+            )
         })
     }
 }
@@ -352,7 +384,11 @@ mod repr {
         /// before it is returned, so a builder cannot emit what a device would refuse.
         pub fn emit(&self) -> Result<Vec<u8>> {
             let mut tlvs = Vec::new();
-            tlv::emit(&mut tlvs, tlv::SOFTWARE_VERSION, self.software_version.as_bytes());
+            tlv::emit(
+                &mut tlvs,
+                tlv::SOFTWARE_VERSION,
+                self.software_version.as_bytes(),
+            );
             if let Some(t) = &self.software_type {
                 tlv::emit(&mut tlvs, tlv::SOFTWARE_TYPE, t.as_bytes());
             }
@@ -360,17 +396,37 @@ mod repr {
                 tlv::emit(&mut tlvs, tlv::HARDWARE_VERSION, h.as_bytes());
             }
             let mut b = alloc::vec![0u8; FIXED_LEN];
-            put(&mut b, field::FORMAT_VERSION, &super::super::header::FORMAT_VERSION.to_le_bytes());
+            put(
+                &mut b,
+                field::FORMAT_VERSION,
+                &super::super::header::FORMAT_VERSION.to_le_bytes(),
+            );
             put(&mut b, field::KIND, &[self.kind as u8]);
             put(&mut b, field::ERASE_VALUE, &[self.erase_value]);
             put(&mut b, field::SLICE_LOG2, &[self.slice_log2]);
             put(&mut b, field::ZSTD_WINDOW_LOG, &[self.zstd_window_log]);
-            put(&mut b, field::SLICE_COUNT, &(self.slices.len() as u32).to_le_bytes());
+            put(
+                &mut b,
+                field::SLICE_COUNT,
+                &(self.slices.len() as u32).to_le_bytes(),
+            );
             put(&mut b, field::TLV_LEN, &(tlvs.len() as u32).to_le_bytes());
-            put(&mut b, field::SECURITY_COUNTER, &self.security_counter.to_le_bytes());
+            put(
+                &mut b,
+                field::SECURITY_COUNTER,
+                &self.security_counter.to_le_bytes(),
+            );
             put(&mut b, field::CREATED, &self.created.to_le_bytes());
-            put(&mut b, field::EXPIRES, &self.expires.unwrap_or(0).to_le_bytes());
-            put(&mut b, field::LOAD_ADDRESS, &self.load_address.to_le_bytes());
+            put(
+                &mut b,
+                field::EXPIRES,
+                &self.expires.unwrap_or(0).to_le_bytes(),
+            );
+            put(
+                &mut b,
+                field::LOAD_ADDRESS,
+                &self.load_address.to_le_bytes(),
+            );
             put(&mut b, field::IMAGE_SIZE, &self.image_size.to_le_bytes());
             put(&mut b, field::IMAGE_SHA256, &self.image_sha256);
             put(&mut b, field::BASE_SIZE, &self.base_size.to_le_bytes());
@@ -380,8 +436,9 @@ mod repr {
                 b.extend_from_slice(&s.emit());
             }
             let payload_len: u64 = self.slices.iter().map(|s| u64::from(s.payload_len)).sum();
-            let payload_len = u32::try_from(payload_len)
-                .map_err(|_| Error::Malformed { what: "payloads exceed 4 GiB" })?;
+            let payload_len = u32::try_from(payload_len).map_err(|_| Error::Malformed {
+                what: "payloads exceed 4 GiB",
+            })?;
             Manifest::new_checked(&b, payload_len)?;
             Ok(b)
         }

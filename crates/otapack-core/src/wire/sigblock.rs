@@ -78,32 +78,46 @@ impl<'a> SignatureBlock<'a> {
     /// Parses the block at the front of `buf` (which may continue with payloads) and returns it
     /// with exactly its own bytes.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self> {
-        let head = buf.get(..BLOCK_HEAD_LEN).ok_or(Error::Truncated { what: "signature block" })?;
+        let head = buf.get(..BLOCK_HEAD_LEN).ok_or(Error::Truncated {
+            what: "signature block",
+        })?;
         let count = usize::from(le_u16(head, 0));
         if count > MAX_SIGNATURES {
-            return Err(Error::Malformed { what: "more than 16 signatures" });
+            return Err(Error::Malformed {
+                what: "more than 16 signatures",
+            });
         }
         if !all_zero(head, 2..4) {
-            return Err(Error::Malformed { what: "reserved signature block bytes are not zero" });
+            return Err(Error::Malformed {
+                what: "reserved signature block bytes are not zero",
+            });
         }
         let mut at = BLOCK_HEAD_LEN;
         for i in 0..count {
-            let e = buf.get(at..at + ENTRY_HEAD_LEN).ok_or(Error::Truncated { what: "signature entry" })?;
+            let e = buf.get(at..at + ENTRY_HEAD_LEN).ok_or(Error::Truncated {
+                what: "signature entry",
+            })?;
             let alg = Algorithm::from_u16(le_u16(e, 32))?;
             let len = usize::from(le_u16(e, 34));
             if !alg.sig_len_ok(len) {
-                return Err(Error::Malformed { what: "signature length does not fit its algorithm" });
+                return Err(Error::Malformed {
+                    what: "signature length does not fit its algorithm",
+                });
             }
             buf.get(at + ENTRY_HEAD_LEN..at + ENTRY_HEAD_LEN + len)
                 .ok_or(Error::Truncated { what: "signature" })?;
-            let block = SignatureBlock { buf: buf.get(..at).unwrap_or(&[]) };
+            let block = SignatureBlock {
+                buf: buf.get(..at).unwrap_or(&[]),
+            };
             let id = digest_at(e, 0);
             if block.entries_upto(i).any(|prev| prev.key_id == id) {
                 return Err(Error::DuplicateSignature);
             }
             at += ENTRY_HEAD_LEN + len;
         }
-        Ok(SignatureBlock { buf: buf.get(..at).unwrap_or(&[]) })
+        Ok(SignatureBlock {
+            buf: buf.get(..at).unwrap_or(&[]),
+        })
     }
 
     /// The block's own bytes.
@@ -129,7 +143,11 @@ impl<'a> SignatureBlock<'a> {
             let len = usize::from(le_u16(e, 34));
             let signature = buf.get(at + ENTRY_HEAD_LEN..at + ENTRY_HEAD_LEN + len)?;
             at += ENTRY_HEAD_LEN + len;
-            Some(SignatureEntry { key_id: digest_at(e, 0), algorithm, signature })
+            Some(SignatureEntry {
+                key_id: digest_at(e, 0),
+                algorithm,
+                signature,
+            })
         })
     }
 
@@ -162,7 +180,11 @@ mod tests {
     #[test]
     fn emit_pins_exact_bytes_and_roundtrips() {
         let sig = [0x5A; 64];
-        let e = SignatureEntry { key_id: [0x01; 32], algorithm: Algorithm::Ed25519, signature: &sig };
+        let e = SignatureEntry {
+            key_id: [0x01; 32],
+            algorithm: Algorithm::Ed25519,
+            signature: &sig,
+        };
         let b = emit(&[e]).unwrap();
         assert_eq!(&b[..4], &[1, 0, 0, 0]);
         assert_eq!(&b[4..36], &[0x01; 32]);
@@ -178,17 +200,30 @@ mod tests {
     #[test]
     fn rejects_duplicates_bad_lengths_and_too_many() {
         let sig = [0u8; 64];
-        let e = SignatureEntry { key_id: [7; 32], algorithm: Algorithm::Ed25519, signature: &sig };
+        let e = SignatureEntry {
+            key_id: [7; 32],
+            algorithm: Algorithm::Ed25519,
+            signature: &sig,
+        };
         assert_eq!(emit(&[e, e]).unwrap_err(), Error::DuplicateSignature);
-        let short = SignatureEntry { signature: &sig[..63], ..e };
+        let short = SignatureEntry {
+            signature: &sig[..63],
+            ..e
+        };
         assert!(emit(&[short]).is_err());
-        let rsa = SignatureEntry { algorithm: Algorithm::RsaPssSha256, ..e };
+        let rsa = SignatureEntry {
+            algorithm: Algorithm::RsaPssSha256,
+            ..e
+        };
         assert!(emit(&[rsa]).is_err());
         let mut b = emit(&[]).unwrap();
         b[0] = 17;
         assert!(SignatureBlock::new_checked(&b).is_err());
         let mut b = emit(&[e]).unwrap();
         b[36] = 9; // unknown algorithm
-        assert_eq!(SignatureBlock::new_checked(&b).unwrap_err(), Error::UnknownAlgorithm(9));
+        assert_eq!(
+            SignatureBlock::new_checked(&b).unwrap_err(),
+            Error::UnknownAlgorithm(9)
+        );
     }
 }

@@ -77,11 +77,15 @@ pub struct SliceRecord<'a> {
 
 impl<'a> SliceRecord<'a> {
     pub fn new_checked(buf: &'a [u8]) -> Result<Self> {
-        let buf = buf.get(..RECORD_LEN).ok_or(Error::Truncated { what: "slice record" })?;
+        let buf = buf.get(..RECORD_LEN).ok_or(Error::Truncated {
+            what: "slice record",
+        })?;
         let rec = SliceRecord { buf };
         Method::from_u8(rec.method_code())?;
         if !all_zero(buf, field::RESERVED0) || !all_zero(buf, field::RESERVED1) {
-            return Err(Error::Malformed { what: "reserved slice record bytes are not zero" });
+            return Err(Error::Malformed {
+                what: "reserved slice record bytes are not zero",
+            });
         }
         Ok(rec)
     }
@@ -170,9 +174,13 @@ mod tests {
             slice_sha256: [0x22; 32],
         };
         let b = r.emit();
-        assert_eq!(&b[..24], &[
-            4, 3, 2, 1, 2, 0, 0, 0, 0x00, 0x10, 0, 0, 0x34, 0x02, 0, 0, 0xAB, 0, 0, 0, 0, 0, 0, 0
-        ]);
+        assert_eq!(
+            &b[..24],
+            &[
+                4, 3, 2, 1, 2, 0, 0, 0, 0x00, 0x10, 0, 0, 0x34, 0x02, 0, 0, 0xAB, 0, 0, 0, 0, 0, 0,
+                0
+            ]
+        );
         assert_eq!(&b[24..32], &[0; 8]);
         assert_eq!(&b[32..64], &[0x11; 32]);
         assert_eq!(&b[64..96], &[0x22; 32]);
@@ -192,7 +200,10 @@ mod tests {
         }
         .emit();
         b[4] = 5;
-        assert_eq!(SliceRecord::new_checked(&b).unwrap_err(), Error::UnknownMethod(5));
+        assert_eq!(
+            SliceRecord::new_checked(&b).unwrap_err(),
+            Error::UnknownMethod(5)
+        );
         b[4] = 1;
         for i in (5..8).chain(24..32) {
             let mut c = b;

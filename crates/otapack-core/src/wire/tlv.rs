@@ -53,13 +53,17 @@ impl<'a> Iterator for TlvIter<'a> {
         }
         let Some(head) = self.rest.get(..4) else {
             self.rest = &[];
-            return Some(Err(Error::Truncated { what: "manifest field header" }));
+            return Some(Err(Error::Truncated {
+                what: "manifest field header",
+            }));
         };
         let kind = le_u16(head, 0);
         let len = usize::from(le_u16(head, 2));
         let Some(value) = self.rest.get(4..4 + len) else {
             self.rest = &[];
-            return Some(Err(Error::Truncated { what: "manifest field value" }));
+            return Some(Err(Error::Truncated {
+                what: "manifest field value",
+            }));
         };
         self.rest = self.rest.get(4 + len..).unwrap_or(&[]);
         Some(Ok(Tlv { kind, value }))
@@ -80,7 +84,9 @@ pub fn check_text<'a>(value: &'a [u8], what: &'static str) -> Result<&'a str> {
 /// Validates a whole TLV area: structure, counts, text rules, no unknown critical type.
 pub fn check_area(area: &[u8]) -> Result<()> {
     if area.len() > MAX_TLV_AREA {
-        return Err(Error::Malformed { what: "manifest field area larger than 4096 bytes" });
+        return Err(Error::Malformed {
+            what: "manifest field area larger than 4096 bytes",
+        });
     }
     let (mut versions, mut types, mut hardware) = (0usize, 0usize, 0usize);
     for (i, tlv) in TlvIter::new(area).enumerate() {
@@ -103,7 +109,9 @@ pub fn check_area(area: &[u8]) -> Result<()> {
                     .filter_map(|t| t.ok())
                     .any(|t| t.kind == HARDWARE_VERSION && t.value == tlv.value);
                 if dup {
-                    return Err(Error::Malformed { what: "duplicate hardware_version" });
+                    return Err(Error::Malformed {
+                        what: "duplicate hardware_version",
+                    });
                 }
             }
             k if k & CRITICAL != 0 => return Err(Error::UnknownCriticalField(k)),
@@ -111,13 +119,19 @@ pub fn check_area(area: &[u8]) -> Result<()> {
         }
     }
     if versions != 1 {
-        return Err(Error::Malformed { what: "software_version must appear exactly once" });
+        return Err(Error::Malformed {
+            what: "software_version must appear exactly once",
+        });
     }
     if types > 1 {
-        return Err(Error::Malformed { what: "software_type appears more than once" });
+        return Err(Error::Malformed {
+            what: "software_type appears more than once",
+        });
     }
     if hardware > MAX_HARDWARE_VERSIONS {
-        return Err(Error::Malformed { what: "more than 16 hardware_version fields" });
+        return Err(Error::Malformed {
+            what: "more than 16 hardware_version fields",
+        });
     }
     Ok(())
 }
@@ -148,22 +162,28 @@ mod tests {
 
     #[test]
     fn accepts_valid_and_skips_unknown_noncritical() {
-        let (b, n) = area(&[(1, b"1.2.3"), (2, b"app"), (3, b"hw-a"), (3, b"hw-b"), (0x0042, b"x")]);
+        let (b, n) = area(&[
+            (1, b"1.2.3"),
+            (2, b"app"),
+            (3, b"hw-a"),
+            (3, b"hw-b"),
+            (0x0042, b"x"),
+        ]);
         check_area(&b[..n]).unwrap();
     }
 
     #[test]
     fn rejects_rule_breaks() {
         let cases: &[&[(u16, &[u8])]] = &[
-            &[],                                   // no version
-            &[(1, b"1"), (1, b"2")],               // two versions
-            &[(1, b"")],                           // empty text
-            &[(1, b"a\nb")],                       // control char
-            &[(1, b"\xff")],                       // not UTF-8
-            &[(1, &[b'a'; 65])],                   // too long
-            &[(1, b"1"), (2, b"a"), (2, b"b")],    // two types
-            &[(1, b"1"), (3, b"x"), (3, b"x")],    // duplicate hw
-            &[(1, b"1"), (0x8042, b"")],           // unknown critical
+            &[],                                // no version
+            &[(1, b"1"), (1, b"2")],            // two versions
+            &[(1, b"")],                        // empty text
+            &[(1, b"a\nb")],                    // control char
+            &[(1, b"\xff")],                    // not UTF-8
+            &[(1, &[b'a'; 65])],                // too long
+            &[(1, b"1"), (2, b"a"), (2, b"b")], // two types
+            &[(1, b"1"), (3, b"x"), (3, b"x")], // duplicate hw
+            &[(1, b"1"), (0x8042, b"")],        // unknown critical
         ];
         for c in cases {
             let (b, n) = area(c);

@@ -26,7 +26,9 @@ pub struct Trailer<'a> {
 impl<'a> Trailer<'a> {
     /// Checks magic, length (against `package_len`, the whole file) and reserved bytes.
     pub fn new_checked(buf: &'a [u8], package_len: usize) -> Result<Self> {
-        let buf = buf.get(..TRAILER_LEN).ok_or(Error::Truncated { what: "trailer" })?;
+        let buf = buf
+            .get(..TRAILER_LEN)
+            .ok_or(Error::Truncated { what: "trailer" })?;
         if le_u32(buf, 0) != MAGIC {
             return Err(Error::BadMagic { what: "trailer" });
         }
@@ -39,7 +41,9 @@ impl<'a> Trailer<'a> {
             });
         }
         if buf.get(24..28) != Some(&[0xFF; 4][..]) {
-            return Err(Error::Malformed { what: "trailer reserved bytes are not FF" });
+            return Err(Error::Malformed {
+                what: "trailer reserved bytes are not FF",
+            });
         }
         Ok(Trailer { buf })
     }
@@ -55,8 +59,9 @@ impl<'a> Trailer<'a> {
 
 /// The trailer for `before` (everything that precedes it).
 pub fn emit(before: &[u8]) -> Result<[u8; TRAILER_LEN]> {
-    let len = u32::try_from(before.len())
-        .map_err(|_| Error::Malformed { what: "package larger than 4 GiB" })?;
+    let len = u32::try_from(before.len()).map_err(|_| Error::Malformed {
+        what: "package larger than 4 GiB",
+    })?;
     let mut t = [0u8; TRAILER_LEN];
     t[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     t[4..8].copy_from_slice(&len.to_le_bytes());

@@ -1,0 +1,558 @@
+//! `otapack`: a thin command line over the otapack library.
+//!
+//! Exit status: 0 success, 1 failure (the cause is printed as one line on stderr), 2 usage.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use otapack::build::{build_full, BuildOptions, DEFAULT_ZSTD_LEVEL};
+use otapack::describe::{describe, SignMethod};
+use otapack::image::{self, ImageFormat, LoadOptions};
+use otapack::keys::{hex, load_public_key, KeyAlgorithm, PublicKeyFile, SigningKey};
+use otapack::otapack_core::verify::Policy;
+use otapack::report::{self, PackageInfo, VerifyReport};
+use otapack::{write_atomic, Error};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "otapack",
+    version,
+    about = "Build, sign, verify and apply firmware update packages (.ota.md5.bin)"
+)]
+#[command(after_help = "Exit status: 0 success, 1 failure (cause on stderr), 2 usage error.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a key pair: PKCS#8 PEM private key and SPKI PEM public key.
+    Keygen(KeygenArgs),
+    /// Build a full update package from a firmware image (.bin, ELF or Intel HEX).
+    Build(BuildArgs),
+    /// Add a signature to an existing package (its contents are verified first).
+    Sign(SignArgs),
+    /// Verify signatures, manifest, every slice, the image digest and the trailer MD5.
+    Verify(VerifyArgs),
+    /// Show what a package declares (nothing is verified).
+    Inspect(InspectArgs),
+    /// Rebuild the image from a package; writes it only if everything verified.
+    Apply(ApplyArgs),
+    /// Print the JSON a cloud OTA service pushes to devices for this package.
+    Describe(DescribeArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// ed25519, rsa-2048, rsa-3072, rsa-4096 (PKCS#1 v1.5 signatures), rsa-pss-2048/3072/4096.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(KeyAlgorithm::NAMES))]
+    algorithm: String,
+    /// Where to write the private key (created with mode 0600).
+    #[arg(long, value_name = "KEY.pem")]
+    private: PathBuf,
+    /// Where to write the public key.
+    #[arg(long, value_name = "KEY.pub.pem")]
+    public: PathBuf,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Bin,
+    Elf,
+    Ihex,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The new firmware image.
+    #[arg(long, value_name = "IMAGE")]
+    new: PathBuf,
+    /// Private key to sign with (repeat for several signatures). Without one the package is unsigned.
+    #[arg(long, value_name = "KEY.pem")]
+    key: Vec<PathBuf>,
+    #[arg(long, value_name = "V")]
+    software_version: String,
+    #[arg(long, value_name = "T")]
+    software_type: Option<String>,
+    /// A hardware version the package is for (repeatable; none: any hardware).
+    #[arg(long, value_name = "H")]
+    hardware_version: Vec<String>,
+    /// Anti-rollback counter: devices refuse packages below the one they store.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    security_counter: u64,
+    /// Slice size: a power of two from 4KiB to 1MiB.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    slice_size: u64,
+    /// Largest zstd window a device must hold (power of two, 1KiB up to the slice size).
+    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
+    zstd_window: u64,
+    /// zstd compression level (1-22).
+    #[arg(long, default_value_t = DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
+    zstd_level: i32,
+    /// Input format (default: detected from the content).
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Keep only this address range of an ELF/HEX input, e.g. 0x0:0x40000 (for a raw binary:
+    /// START is its load address).
+    #[arg(long, value_name = "START:END", value_parser = image::parse_range)]
+    address_range: Option<(u64, u64)>,
+    /// The flash's erased byte value.
+    #[arg(long, default_value = "0xFF", value_parser = parse_byte)]
+    erase_value: u8,
+    /// Creation time in Unix seconds (default: $SOURCE_DATE_EPOCH, else now).
+    #[arg(long, value_name = "UNIX")]
+    created: Option<u64>,
+    /// Expiry in Unix seconds: devices with a trusted clock refuse the package after it.
+    #[arg(long, value_name = "UNIX")]
+    expires: Option<u64>,
+    /// Output package.
+    #[arg(short, long, value_name = "OUT.ota.md5.bin")]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    package: PathBuf,
+    /// Private key to add a signature with (repeatable).
+    #[arg(long, value_name = "KEY.pem", required = true)]
+    key: Vec<PathBuf>,
+    /// Output (default: replace PKG atomically).
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    package: PathBuf,
+    /// A trusted public key (SPKI PEM); repeatable.
+    #[arg(long, value_name = "PUB.pem")]
+    key: Vec<PathBuf>,
+    /// Accept a package without a valid signature from a trusted key (integrity checks only).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Valid signatures from distinct trusted keys required.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    require: u8,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    package: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    package: PathBuf,
+    /// Where to write the rebuilt image (only after everything verified).
+    #[arg(short, long, value_name = "IMAGE")]
+    output: PathBuf,
+    /// Trusted public key; without any, signatures are not checked (integrity only, with a warning).
+    #[arg(long, value_name = "PUB.pem")]
+    key: Vec<PathBuf>,
+    /// With --key: accept a package without a valid trusted signature.
+    #[arg(long)]
+    allow_unsigned: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SignMethodArg {
+    Md5,
+    Sha256,
+}
+
+#[derive(Args)]
+struct DescribeArgs {
+    package: PathBuf,
+    /// Where devices will download the package from.
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum, default_value = "md5")]
+    sign_method: SignMethodArg,
+}
+
+/// Parses sizes such as 65536, 64KiB, 64K, 1MiB, 1M (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("KiB").or_else(|| t.strip_suffix('K')) {
+        (n, 1u64 << 10)
+    } else if let Some(n) = t.strip_suffix("MiB").or_else(|| t.strip_suffix('M')) {
+        (n, 1u64 << 20)
+    } else {
+        (t, 1)
+    };
+    let v = image::parse_u64(num)?;
+    v.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn parse_byte(s: &str) -> Result<u8, String> {
+    let v = image::parse_u64(s)?;
+    u8::try_from(v).map_err(|_| format!("'{s}' is not a byte value (0-255)"))
+}
+
+fn log2_of(v: u64, what: &str) -> Result<u8, Error> {
+    if v.is_power_of_two() {
+        Ok(v.trailing_zeros() as u8)
+    } else {
+        Err(Error::Invalid(format!(
+            "{what} must be a power of two, got {v}"
+        )))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn load_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, Error> {
+    paths.iter().map(|p| SigningKey::from_pem_file(p)).collect()
+}
+
+fn load_public_keys(paths: &[PathBuf]) -> Result<Vec<PublicKeyFile>, Error> {
+    paths.iter().map(|p| load_public_key(p)).collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn keygen(a: KeygenArgs) -> Result<(), Error> {
+    let alg = KeyAlgorithm::parse(&a.algorithm)
+        .ok_or_else(|| Error::Invalid(format!("unknown algorithm {}", a.algorithm)))?;
+    for p in [&a.private, &a.public] {
+        if p.exists() && !a.force {
+            return Err(Error::Invalid(format!(
+                "{} exists; pass --force to overwrite",
+                p.display()
+            )));
+        }
+    }
+    let key = SigningKey::generate(alg)?;
+    let private = key.to_pkcs8_pem()?;
+    write_private(&a.private, private.as_bytes())?;
+    write_atomic(&a.public, key.public_pem()?.as_bytes())?;
+    println!("key id {}", hex(&key.key_id()));
+    Ok(())
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+fn build(a: BuildArgs) -> Result<(), Error> {
+    let keys = load_keys(&a.key)?;
+    let format = match a.format {
+        FormatArg::Auto => None,
+        FormatArg::Bin => Some(ImageFormat::Bin),
+        FormatArg::Elf => Some(ImageFormat::Elf),
+        FormatArg::Ihex => Some(ImageFormat::IntelHex),
+    };
+    let img = image::load(
+        &a.new,
+        &LoadOptions {
+            format,
+            range: a.address_range,
+            erase_value: a.erase_value,
+        },
+    )?;
+    let created = match a.created {
+        Some(c) => c,
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| Error::Invalid("SOURCE_DATE_EPOCH is not a number".into()))?,
+            Err(_) => now(),
+        },
+    };
+    let mut opts = BuildOptions::new(a.software_version);
+    opts.slice_log2 = log2_of(a.slice_size, "--slice-size")?;
+    opts.zstd_window_log = log2_of(a.zstd_window, "--zstd-window")?;
+    opts.zstd_level = a.zstd_level;
+    opts.software_type = a.software_type;
+    opts.hardware_versions = a.hardware_version;
+    opts.security_counter = a.security_counter;
+    opts.created = created;
+    opts.expires = a.expires;
+    opts.erase_value = a.erase_value;
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    let pkg = build_full(&img, &opts, &refs)?;
+    write_atomic(&a.output, &pkg)?;
+    if keys.is_empty() {
+        eprintln!("otapack: warning: no --key given: the package is unsigned");
+    }
+    println!(
+        "{}: {} bytes, {} image of {} bytes at 0x{:x}, {} slice(s), {} signature(s)",
+        a.output.display(),
+        pkg.len(),
+        img.format.name(),
+        img.data.len(),
+        img.load_address,
+        img.data.len().div_ceil(1 << opts.slice_log2),
+        keys.len()
+    );
+    Ok(())
+}
+
+fn sign(a: SignArgs) -> Result<(), Error> {
+    let keys = load_keys(&a.key)?;
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    let pkg = otapack::sign::add_signatures(&read(&a.package)?, &refs)?;
+    let out = a.output.unwrap_or(a.package);
+    write_atomic(&out, &pkg)?;
+    for k in &keys {
+        println!(
+            "signed {} with {} key {}",
+            out.display(),
+            k.algorithm().name(),
+            hex(&k.key_id())
+        );
+    }
+    Ok(())
+}
+
+fn print_identity(info: &PackageInfo) {
+    let hw = if info.hardware_versions.is_empty() {
+        "any".to_string()
+    } else {
+        info.hardware_versions.join(", ")
+    };
+    println!(
+        "kind: {} (format v{}), {} bytes",
+        info.kind, info.format_version, info.package_size
+    );
+    println!(
+        "software: version {}, type {}, hardware {}, security counter {}",
+        info.software_version,
+        info.software_type.as_deref().unwrap_or("-"),
+        hw,
+        info.security_counter
+    );
+    println!(
+        "created: {}, expires: {}",
+        info.created,
+        info.expires.map_or("never".to_string(), |e| e.to_string())
+    );
+    println!(
+        "image: {} bytes at 0x{:x}, erase value 0x{:02x}, sha256 {}",
+        info.image_size, info.load_address, info.erase_value, info.image_sha256
+    );
+    println!(
+        "slices: {} x {} bytes, zstd window {}",
+        info.slice_count,
+        info.slice_size,
+        if info.zstd_window_log == 0 {
+            "-".to_string()
+        } else {
+            format!("{} bytes", 1u64 << info.zstd_window_log)
+        }
+    );
+    println!("signed sha256 (header+manifest): {}", info.signed_sha256);
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<(), Error> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> Result<(), Error> {
+    let trusted = load_public_keys(&a.key)?;
+    if trusted.is_empty() && !a.allow_unsigned {
+        return Err(Error::Invalid(
+            "no trusted key: pass --key PUB.pem (or --allow-unsigned)".into(),
+        ));
+    }
+    let bytes = read(&a.package)?;
+    let policy = Policy {
+        required_signatures: a.require,
+        allow_unsigned: a.allow_unsigned,
+    };
+    let r = report::verify(&bytes, &trusted, &policy);
+    if a.json {
+        print_json(&r)?;
+    } else {
+        print_verify(&a.package, &r);
+    }
+    match (r.ok, r.error) {
+        (true, _) => Ok(()),
+        (false, e) => Err(Error::Invalid(format!(
+            "verification failed: {}",
+            e.unwrap_or_else(|| "unknown".into())
+        ))),
+    }
+}
+
+fn print_verify(path: &Path, r: &VerifyReport) {
+    println!("package: {}", path.display());
+    let Some(info) = &r.package else { return };
+    print_identity(info);
+    let okstr = |b: bool| if b { "ok" } else { "MISMATCH" };
+    if let Some(md5) = r.md5_ok {
+        println!("trailer md5: {}", okstr(md5));
+    }
+    if r.signatures.is_empty() {
+        println!("signatures: none");
+    }
+    for (i, s) in r.signatures.iter().enumerate() {
+        let by = s
+            .trusted_key
+            .as_ref()
+            .map_or(String::new(), |k| format!(" ({k})"));
+        println!(
+            "signature {}: {} key {}: {}{}",
+            i + 1,
+            s.algorithm,
+            s.key_id,
+            s.status,
+            by
+        );
+    }
+    println!(
+        "slices verified: {}/{}",
+        r.slices_verified, info.slice_count
+    );
+    println!(
+        "image sha256: {}",
+        if r.image_sha256_ok {
+            "ok"
+        } else {
+            "not confirmed"
+        }
+    );
+    if r.ok {
+        if r.valid_trusted_signatures == 0 {
+            println!("OK (integrity only): no valid signature from a trusted key; --allow-unsigned given");
+        } else {
+            println!(
+                "VERIFIED: {} valid signature(s) from trusted keys",
+                r.valid_trusted_signatures
+            );
+        }
+    }
+}
+
+fn inspect(a: InspectArgs) -> Result<(), Error> {
+    let bytes = read(&a.package)?;
+    let pkg = otapack::otapack_core::Package::parse(&bytes)?;
+    let info = PackageInfo::of(&pkg);
+    if a.json {
+        return print_json(&info);
+    }
+    println!(
+        "package: {} (not verified: use `otapack verify`)",
+        a.package.display()
+    );
+    print_identity(&info);
+    println!(
+        "payloads: {} bytes from offset {}",
+        info.payload_len, info.payload_start
+    );
+    for s in &info.signatures {
+        println!(
+            "signature: {} key {} ({} bytes)",
+            s.algorithm, s.key_id, s.signature_len
+        );
+    }
+    println!(
+        "{:>6} {:>6} {:>10} {:>8}  slice sha256",
+        "slice", "method", "offset", "length"
+    );
+    for s in &info.slices {
+        println!(
+            "{:>6} {:>6} {:>10} {:>8}  {}",
+            s.index, s.method, s.payload_offset, s.payload_len, s.slice_sha256
+        );
+    }
+    Ok(())
+}
+
+fn apply(a: ApplyArgs) -> Result<(), Error> {
+    let trusted: Vec<_> = load_public_keys(&a.key)?
+        .into_iter()
+        .map(|k| k.key)
+        .collect();
+    let policy = if trusted.is_empty() {
+        eprintln!("otapack: warning: no --key given: signatures are not checked (integrity only)");
+        Policy {
+            required_signatures: 0,
+            allow_unsigned: true,
+        }
+    } else {
+        Policy {
+            required_signatures: 1,
+            allow_unsigned: a.allow_unsigned,
+        }
+    };
+    let bytes = read(&a.package)?;
+    otapack::apply::apply_to_file(&bytes, &trusted, &policy, &a.output)?;
+    println!(
+        "{}: image written, every slice and the image digest verified",
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn describe_cmd(a: DescribeArgs) -> Result<(), Error> {
+    let method = match a.sign_method {
+        SignMethodArg::Md5 => SignMethod::Md5,
+        SignMethodArg::Sha256 => SignMethod::Sha256,
+    };
+    print_json(&describe(&read(&a.package)?, &a.url, method)?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(a) => keygen(a),
+        Command::Build(a) => build(a),
+        Command::Sign(a) => sign(a),
+        Command::Verify(a) => verify(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Apply(a) => apply(a),
+        Command::Describe(a) => describe_cmd(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otapack: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
