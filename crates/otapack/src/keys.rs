@@ -200,7 +200,14 @@ impl SigningKey {
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
         let fail = |e: pkcs8::Error| key_err(None, e.to_string());
         match &self.secret {
-            Secret::Ed25519(sk) => sk.to_pkcs8_pem(LineEnding::LF).map_err(fail),
+            // PKCS#8 v1 without the optional public key, as `openssl genpkey` writes it:
+            // OpenSSL 3.0 cannot read the v2 form ed25519-dalek writes by default.
+            Secret::Ed25519(sk) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: sk.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(fail),
             Secret::Rsa(sk) => {
                 let doc = sk.to_pkcs8_der().map_err(fail)?;
                 if self.algorithm != Algorithm::RsaPssSha256 {

@@ -38,13 +38,15 @@ impl<'a> Header<'a> {
     /// Checks magic, version, header length and reserved fields. `buf` may be longer than the
     /// header (the whole package); only the first 32 bytes are looked at.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self> {
-        let buf = buf.get(..HEADER_LEN).ok_or(match buf.get(field::MAGIC) {
-            Some(m) if m != MAGIC => Error::BadMagic { what: "header" },
-            _ => Error::Truncated { what: "header" },
-        })?;
-        if buf.get(field::MAGIC) != Some(&MAGIC[..]) {
+        // Whatever part of the magic is present must match: a short non-package file is
+        // "not a package", a short package is "truncated".
+        let n = buf.len().min(MAGIC.len());
+        if buf.get(..n) != MAGIC.get(..n) {
             return Err(Error::BadMagic { what: "header" });
         }
+        let buf = buf
+            .get(..HEADER_LEN)
+            .ok_or(Error::Truncated { what: "header" })?;
         let version = le_u16(buf, field::FORMAT_VERSION);
         if version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion(version));
@@ -155,7 +157,14 @@ mod tests {
             ));
         }
         for n in 0..32 {
-            assert!(Header::new_checked(&BYTES[..n]).is_err());
+            assert_eq!(
+                Header::new_checked(&BYTES[..n]).unwrap_err(),
+                Error::Truncated { what: "header" }
+            );
         }
+        assert_eq!(
+            Header::new_checked(b"hello").unwrap_err(),
+            Error::BadMagic { what: "header" }
+        );
     }
 }

@@ -1,0 +1,579 @@
+//! Proves that otapack-core (features `rsa` and `zstd`) builds and links without std, and that
+//! the freestanding build works: it parses and fully verifies a real package, signed with
+//! Ed25519 and RSA-2048 and made of zstd slices (so Ed25519, RSA, SHA-256, MD5 and ruzstd are
+//! all linked and run), then requires that corrupted copies are refused with the right error.
+//!
+//! A `#![no_std] #![no_main]` static x86_64 Linux executable with its own `_start`, panic
+//! handler, bump allocator and `mem*` symbols; it leaves through the raw `exit_group` syscall.
+//! `.ci/nostd-check.sh` links it with `-nostartfiles -nostdlib -static`: if anything pulled in
+//! std (or libc), the link would fail.
+//!
+//! Exit status: 0 when every check passes, otherwise the code of the failed check ([`Fail`]).
+//! One line per check goes to stdout, the cause of a failure to stderr.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::arch::{asm, naked_asm};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+use otapack_core::decode::SliceDecoder;
+use otapack_core::keys::{TrustedKey, ED25519_SPKI_PREFIX};
+use otapack_core::verify::{verify_package, Policy, SignatureSummary};
+use otapack_core::wire::sigblock::Algorithm;
+use otapack_core::wire::slice::Method;
+use otapack_core::wire::trailer::{self, TRAILER_LEN};
+use otapack_core::{Error, Package};
+
+/// `otapack build --new testdata/firmware/opensbi-1.1-generic-fw_jump.bin --key
+/// testdata/keys/test-ed25519.pem --key testdata/keys/test-rsa-2048.pem --software-version 1.1
+/// --created 1700000000`: two zstd slices, an Ed25519 and an RSA PKCS#1 v1.5 signature.
+const PACKAGE: &[u8] = include_bytes!("../fixture.ota.md5.bin");
+/// Size of the image the package rebuilds (opensbi-1.1-generic-fw_jump.bin).
+const IMAGE_SIZE: u64 = 115_328;
+/// `testdata/keys/test-ed25519.pub.pem` and `test-rsa-2048.pub.pem`, base64-decoded.
+const ED25519_SPKI: &[u8] = include_bytes!("../test-ed25519.pub.der");
+const RSA_SPKI: &[u8] = include_bytes!("../test-rsa-2048.pub.der");
+
+/// One slice (the fixture's slice size is the default, 64 KiB).
+const SLICE_BUF_LEN: usize = 64 * 1024;
+static mut SLICE_BUF: [u8; SLICE_BUF_LEN] = [0; SLICE_BUF_LEN];
+/// Where corrupted copies of the package are made.
+static mut COPY: [u8; PACKAGE.len()] = [0; PACKAGE.len()];
+
+/// Exit status of each failed check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+enum Fail {
+    /// The package does not parse.
+    Parse = 10,
+    /// The Ed25519 SPKI DER is refused.
+    Ed25519Key = 11,
+    /// The raw-bytes Ed25519 key is refused or differs from the SPKI one.
+    Ed25519RawKey = 12,
+    /// The RSA SPKI DER is refused.
+    RsaKey = 13,
+    /// The package is not signed by exactly the two test keys (it would not test both).
+    Signers = 14,
+    /// The package's slices do not fit `SLICE_BUF`, or are not all zstd.
+    Slices = 15,
+    /// memcpy, memmove, memset or memcmp gives a wrong result.
+    Mem = 16,
+    /// The good package does not verify.
+    Verify = 20,
+    /// It verifies, but not with 2 valid signatures out of 2.
+    Summary = 21,
+    /// The slices handed to the sink do not make up the whole image, in order.
+    Output = 22,
+    /// A payload byte flipped: accepted / refused for another reason than the trailer MD5.
+    FlippedAccepted = 30,
+    FlippedWrongError = 31,
+    /// A payload byte flipped and the trailer MD5 recomputed: accepted / not a payload digest error.
+    RetrailerAccepted = 32,
+    RetrailerWrongError = 33,
+    /// A byte of the Ed25519 signature flipped (trailer recomputed): accepted / wrong error.
+    Ed25519SigAccepted = 34,
+    Ed25519SigWrongError = 35,
+    /// A byte of the RSA signature flipped (trailer recomputed): accepted / wrong error.
+    RsaSigAccepted = 36,
+    RsaSigWrongError = 37,
+    /// A panic.
+    Panic = 101,
+    /// The heap ran out (reported through the panic handler).
+    OutOfMemory = 102,
+}
+
+fn run() -> Result<(), Fail> {
+    // SAFETY: single-threaded, and `run` is called once: these are the only references.
+    let slice_buf: &mut [u8] = unsafe { &mut *(&raw mut SLICE_BUF) };
+    let copy: &mut [u8] = unsafe { &mut *(&raw mut COPY) };
+
+    check_mem()?;
+    let pkg = Package::parse(PACKAGE).map_err(|e| failed(Fail::Parse, "parse", e))?;
+    let manifest = pkg.manifest();
+
+    // Keys: Ed25519 both from its SPKI DER and from the raw 32 bytes, RSA from its SPKI DER.
+    let ed25519 = TrustedKey::from_spki_der(ED25519_SPKI)
+        .map_err(|e| failed(Fail::Ed25519Key, "Ed25519 key", e))?;
+    let raw = ED25519_SPKI
+        .strip_prefix(&ED25519_SPKI_PREFIX[..])
+        .and_then(|r| <&[u8; 32]>::try_from(r).ok())
+        .ok_or_else(|| failed(Fail::Ed25519RawKey, "Ed25519 key", "not an Ed25519 SPKI"))?;
+    let ed25519_raw = TrustedKey::from_ed25519_bytes(raw)
+        .map_err(|e| failed(Fail::Ed25519RawKey, "Ed25519 raw key", e))?;
+    if ed25519_raw.id() != ed25519.id() || ed25519.algorithm() != Algorithm::Ed25519 {
+        return Err(failed(
+            Fail::Ed25519RawKey,
+            "Ed25519 raw key",
+            "id or algorithm differs from the SPKI key",
+        ));
+    }
+    let rsa =
+        TrustedKey::from_spki_der(RSA_SPKI).map_err(|e| failed(Fail::RsaKey, "RSA key", e))?;
+    if rsa.algorithm() != Algorithm::RsaPkcs1v15Sha256 {
+        return Err(failed(Fail::RsaKey, "RSA key", "not rsa-pkcs1v15-sha256"));
+    }
+
+    // The package must be signed by exactly these two keys, and hold only zstd slices.
+    let mut signers = [[0u8; 32]; 2];
+    let mut n = 0;
+    for entry in pkg.signatures().entries() {
+        if let Some(s) = signers.get_mut(n) {
+            *s = entry.key_id;
+        }
+        n += 1;
+    }
+    if n != 2 || signers != [ed25519.id(), rsa.id()] {
+        return Err(failed(
+            Fail::Signers,
+            "signers",
+            "not the Ed25519 and RSA test keys, in that order",
+        ));
+    }
+    if manifest.slice_size() as usize > SLICE_BUF_LEN
+        || manifest.slices().any(|r| r.method() != Method::Zstd)
+    {
+        return Err(failed(
+            Fail::Slices,
+            "slices",
+            "larger than 64 KiB, or not all zstd",
+        ));
+    }
+
+    let trusted = [ed25519, rsa];
+    let policy = Policy {
+        required_signatures: 2,
+        allow_unsigned: false,
+    };
+
+    // The real package verifies completely: MD5, both signatures, every slice, the image.
+    let (summary, len) = match verify(&pkg, &trusted, &policy, slice_buf) {
+        Ok(v) => v,
+        Err(Error::Output) => return Err(failed(Fail::Output, "sink", "slices out of order")),
+        Err(e) => return Err(failed(Fail::Verify, "verify", e)),
+    };
+    let want = SignatureSummary {
+        total: 2,
+        valid: 2,
+        untrusted: 0,
+    };
+    if summary != want {
+        return Err(failed(Fail::Summary, "verify", "not 2 of 2 signatures valid"));
+    }
+    if len != IMAGE_SIZE || len != manifest.image_size() {
+        return Err(failed(Fail::Output, "sink", "did not get the whole image"));
+    }
+    say(format_args!(
+        "package verified: {} of {} signatures valid (ed25519, rsa-pkcs1v15-sha256), {} zstd slices, {} image bytes",
+        summary.valid,
+        summary.total,
+        manifest.slice_count(),
+        len
+    ));
+
+    // Corrupted copies must be refused, each for the right reason.
+    let first = manifest
+        .slices()
+        .next()
+        .ok_or_else(|| failed(Fail::Slices, "slices", "none"))?;
+    let payload_byte =
+        pkg.payload_start() + first.payload_offset() as usize + first.payload_len() as usize / 2;
+    let mut sig_byte = [0usize; 2];
+    for (at, entry) in sig_byte.iter_mut().zip(pkg.signatures().entries()) {
+        // Offset of the signature's middle byte in the file.
+        *at = entry.signature.as_ptr() as usize - PACKAGE.as_ptr() as usize
+            + entry.signature.len() / 2;
+    }
+    let [ed25519_id, rsa_id] = [trusted[0].id(), trusted[1].id()];
+    let cases = [
+        (
+            "payload byte flipped",
+            payload_byte,
+            false,
+            Error::Md5Mismatch,
+            Fail::FlippedAccepted,
+            Fail::FlippedWrongError,
+        ),
+        (
+            "payload byte flipped, trailer MD5 recomputed",
+            payload_byte,
+            true,
+            Error::PayloadDigest { slice: 0 },
+            Fail::RetrailerAccepted,
+            Fail::RetrailerWrongError,
+        ),
+        (
+            "Ed25519 signature byte flipped, trailer MD5 recomputed",
+            sig_byte[0],
+            true,
+            Error::BadSignature { key_id: ed25519_id },
+            Fail::Ed25519SigAccepted,
+            Fail::Ed25519SigWrongError,
+        ),
+        (
+            "RSA signature byte flipped, trailer MD5 recomputed",
+            sig_byte[1],
+            true,
+            Error::BadSignature { key_id: rsa_id },
+            Fail::RsaSigAccepted,
+            Fail::RsaSigWrongError,
+        ),
+    ];
+    for (what, at, retrailer, expected, accepted, wrong) in cases {
+        copy.copy_from_slice(PACKAGE);
+        copy[at] ^= 0x01;
+        if retrailer {
+            let (body, tail) = copy.split_at_mut(PACKAGE.len() - TRAILER_LEN);
+            let t = trailer::emit(body).map_err(|e| failed(wrong, what, e))?;
+            tail.copy_from_slice(&t);
+        }
+        match Package::parse(copy).and_then(|p| verify(&p, &trusted, &policy, slice_buf)) {
+            Ok(_) => return Err(failed(accepted, what, "ACCEPTED: must be refused")),
+            Err(e) if e == expected => say(format_args!("{what}: refused: {e}")),
+            Err(e) => {
+                return Err(failed(
+                    wrong,
+                    what,
+                    format_args!("refused for the wrong reason: {e} (expected: {expected})"),
+                ))
+            }
+        }
+    }
+
+    say(format_args!(
+        "ok: peak heap {} of {} bytes",
+        ALLOC.peak.load(Relaxed),
+        HEAP_SIZE
+    ));
+    Ok(())
+}
+
+/// Verifies `pkg` with a fresh decoder, checking only that the sink gets the image in order
+/// (verify_package checks its digests); returns the signature summary and the image length.
+fn verify(
+    pkg: &Package<'_>,
+    trusted: &[TrustedKey],
+    policy: &Policy,
+    buf: &mut [u8],
+) -> Result<(SignatureSummary, u64), Error> {
+    let mut decoder = SliceDecoder::new();
+    let mut next = 0u64;
+    let summary = verify_package(pkg, trusted, policy, &mut decoder, buf, |offset, data| {
+        if offset != next {
+            return Err(Error::Output);
+        }
+        next += data.len() as u64;
+        Ok(())
+    })?;
+    Ok((summary, next))
+}
+
+/// Checks this file's mem* functions (called directly: the compiler might inline or drop calls
+/// to the intrinsics, and memmove and memcmp may have no caller at all).
+fn check_mem() -> Result<(), Fail> {
+    use core::hint::black_box;
+    let bad = |what| failed(Fail::Mem, what, "wrong result");
+    let mut a = [0u8; 37];
+    for (i, b) in a.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let orig = a;
+    let p = a.as_mut_ptr();
+    // SAFETY: every range lies within `a` (or `orig`); memcpy's ranges do not overlap.
+    unsafe {
+        memmove(p.add(3), p, black_box(30)); // dest above src: copied backwards
+        if a[..3] != orig[..3] || a[3..33] != orig[..30] || a[33..] != orig[33..] {
+            return Err(bad("memmove up"));
+        }
+        memmove(p, p.add(3), black_box(30)); // dest below src: copied forwards
+        if a[..30] != orig[..30] || a[30..33] != orig[27..30] || a[33..] != orig[33..] {
+            return Err(bad("memmove down"));
+        }
+        memset(p.add(1), black_box(0x1A5), black_box(35));
+        if a[0] != 0 || a[1..36].iter().any(|&b| b != 0xA5) || a[36] != 36 {
+            return Err(bad("memset"));
+        }
+        memcpy(p.add(4), orig.as_ptr().add(10), black_box(20));
+        if a[4..24] != orig[10..30] || a[3] != 0xA5 || a[24] != 0xA5 {
+            return Err(bad("memcpy"));
+        }
+        let (x, y) = (b"abcdef".as_ptr(), b"abcxef".as_ptr());
+        if memcmp(x, y, black_box(6)) >= 0
+            || memcmp(y, x, black_box(6)) <= 0
+            || memcmp(x, y, black_box(3)) != 0
+            || bcmp(x, y, black_box(6)) == 0
+        {
+            return Err(bad("memcmp"));
+        }
+    }
+    Ok(())
+}
+
+fn say(msg: fmt::Arguments<'_>) {
+    let _ = writeln!(Fd(1), "nostd-check: {msg}");
+}
+
+/// Reports a failed check on stderr and returns its exit code.
+fn failed(code: Fail, what: &str, why: impl fmt::Display) -> Fail {
+    let _ = writeln!(
+        Fd(2),
+        "nostd-check: FAILED ({}): {what}: {why}",
+        code as i32
+    );
+    code
+}
+
+// ---------------------------------------------------------------------------------------------
+// The freestanding runtime: entry point, exit, output, panics, heap, mem* functions.
+
+/// The ELF entry point. The kernel leaves `rsp` 16-byte aligned with argc on top; a normal
+/// function expects the alignment *after* a `call`, so this one is naked and makes the call.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+unsafe extern "C" fn _start() -> ! {
+    naked_asm!(
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "call {entry}",
+        "ud2",
+        entry = sym entry,
+    )
+}
+
+extern "C" fn entry() -> ! {
+    exit(match run() {
+        Ok(()) => 0,
+        Err(code) => code as i32,
+    })
+}
+
+const SYS_WRITE: usize = 1;
+const SYS_EXIT_GROUP: usize = 231;
+const EINTR: isize = 4;
+
+fn exit(status: i32) -> ! {
+    // SAFETY: exit_group takes one integer argument and does not return.
+    unsafe {
+        asm!(
+            "syscall",
+            in("rax") SYS_EXIT_GROUP,
+            in("rdi") status as isize,
+            options(noreturn, nostack)
+        )
+    }
+}
+
+/// A file descriptor written with the raw `write` syscall.
+struct Fd(usize);
+
+impl Write for Fd {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s.as_bytes();
+        while !rest.is_empty() {
+            let ret: isize;
+            // SAFETY: write(fd, buf, len) only reads `len` bytes from `buf`.
+            unsafe {
+                asm!(
+                    "syscall",
+                    inlateout("rax") SYS_WRITE as isize => ret,
+                    in("rdi") self.0,
+                    in("rsi") rest.as_ptr(),
+                    in("rdx") rest.len(),
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack)
+                )
+            }
+            match ret {
+                n if n > 0 => rest = rest.get(n as usize..).unwrap_or_default(),
+                n if n == -EINTR => {}
+                _ => return Err(fmt::Error),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let code = if ALLOC.exhausted.load(Relaxed) {
+        Fail::OutOfMemory
+    } else {
+        Fail::Panic
+    };
+    failed(code, "panic", info);
+    exit(code as i32)
+}
+
+const HEAP_SIZE: usize = 1 << 20;
+
+#[repr(C, align(16))]
+struct Heap([u8; HEAP_SIZE]);
+static mut HEAP: Heap = Heap([0; HEAP_SIZE]);
+
+/// A bump allocator over `HEAP`. It gives back only what it can cheaply: the most recent
+/// block (freed or grown in place), and everything once no block is live.
+struct Bump {
+    next: AtomicUsize,
+    live: AtomicUsize,
+    peak: AtomicUsize,
+    exhausted: AtomicBool,
+}
+
+#[global_allocator]
+static ALLOC: Bump = Bump {
+    next: AtomicUsize::new(0),
+    live: AtomicUsize::new(0),
+    peak: AtomicUsize::new(0),
+    exhausted: AtomicBool::new(false),
+};
+
+impl Bump {
+    fn base() -> usize {
+        (&raw mut HEAP) as usize
+    }
+
+    /// Moves the top of the heap to `end` (an offset), if it fits.
+    fn set_top(&self, end: usize) -> bool {
+        if end > HEAP_SIZE {
+            self.exhausted.store(true, Relaxed);
+            return false;
+        }
+        self.next.store(end, Relaxed);
+        self.peak.fetch_max(end, Relaxed);
+        true
+    }
+}
+
+// SAFETY: single-threaded program; blocks never overlap: each one lies between the previous
+// top and the new top, and the top only moves down over blocks that are no longer live.
+unsafe impl GlobalAlloc for Bump {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let base = Self::base();
+        let Some(start) = (base + self.next.load(Relaxed))
+            .checked_next_multiple_of(layout.align())
+            .map(|p| p - base)
+        else {
+            return core::ptr::null_mut();
+        };
+        if !self.set_top(start.saturating_add(layout.size())) {
+            return core::ptr::null_mut();
+        }
+        self.live.fetch_add(1, Relaxed);
+        (base + start) as *mut u8
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let start = ptr as usize - Self::base();
+        if self.live.fetch_sub(1, Relaxed) == 1 {
+            self.next.store(0, Relaxed);
+        } else if start + layout.size() == self.next.load(Relaxed) {
+            self.next.store(start, Relaxed);
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let start = ptr as usize - Self::base();
+        if start + layout.size() == self.next.load(Relaxed) {
+            // The top block: grow or shrink it in place.
+            return if self.set_top(start.saturating_add(new_size)) {
+                ptr
+            } else {
+                core::ptr::null_mut()
+            };
+        }
+        if new_size <= layout.size() {
+            return ptr;
+        }
+        // SAFETY: the GlobalAlloc contract, as in the default `realloc`.
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size());
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+// The mem* functions the compiler calls; libc would provide them. Copies and fills use
+// `rep movsb`/`rep stosb` (what Linux uses on x86_64): an optimiser can never turn them back
+// into a call to the function they are in, whatever it does with loops. Compares are byte loops.
+// `check_mem` tests them, memmove's overlapping cases included.
+
+/// SAFETY: the C contract: `dest` and `src` valid for `n` bytes, not overlapping.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    unsafe {
+        asm!(
+            "rep movsb",
+            inout("rcx") n => _,
+            inout("rdi") dest => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags)
+        )
+    };
+    dest
+}
+
+/// SAFETY: the C contract: `dest` and `src` valid for `n` bytes; they may overlap.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dest as usize).wrapping_sub(src as usize) >= n {
+        // dest is below src, or past its end: a forward copy never overwrites unread bytes.
+        return unsafe { memcpy(dest, src, n) };
+    }
+    // Backwards, from the last byte (direction flag set, and cleared again as the ABI wants).
+    unsafe {
+        asm!(
+            "std",
+            "rep movsb",
+            "cld",
+            inout("rcx") n => _,
+            inout("rdi") dest.wrapping_add(n).wrapping_sub(1) => _,
+            inout("rsi") src.wrapping_add(n).wrapping_sub(1) => _,
+            options(nostack)
+        )
+    };
+    dest
+}
+
+/// SAFETY: the C contract: `s` valid for `n` bytes.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memset(s: *mut u8, c: i32, n: usize) -> *mut u8 {
+    unsafe {
+        asm!(
+            "rep stosb",
+            inout("rcx") n => _,
+            inout("rdi") s => _,
+            in("al") c as u8,
+            options(nostack, preserves_flags)
+        )
+    };
+    s
+}
+
+/// SAFETY: the C contract: `a` and `b` valid for `n` bytes.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// SAFETY: the C contract: `a` and `b` valid for `n` bytes.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    unsafe { memcmp(a, b, n) }
+}

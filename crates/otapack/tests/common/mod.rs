@@ -1,0 +1,80 @@
+#![allow(dead_code)]
+//! Shared test helpers: paths into testdata/, key loading, small packages.
+
+use otapack::build::{build_full, BuildOptions};
+use otapack::image::{Image, ImageFormat};
+use otapack::keys::{load_public_key, PublicKeyFile, SigningKey};
+use std::path::PathBuf;
+
+pub fn testdata(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(rel)
+}
+
+pub fn key(name: &str) -> SigningKey {
+    SigningKey::from_pem_file(&testdata(&format!("keys/{name}.pem"))).unwrap()
+}
+
+pub fn pubkey(name: &str) -> PublicKeyFile {
+    load_public_key(&testdata(&format!("keys/{name}.pub.pem"))).unwrap()
+}
+
+/// Every signing key shipped in testdata/keys (name, key).
+pub const KEY_NAMES: &[&str] = &[
+    "test-ed25519",
+    "test-rsa-2048",
+    "test-rsa-3072",
+    "test-rsa-4096",
+    "test-rsa-pss-2048",
+];
+
+pub fn raw_image(data: Vec<u8>) -> Image {
+    Image {
+        data,
+        load_address: 0x0800_0000,
+        format: ImageFormat::Bin,
+    }
+}
+
+pub fn options() -> BuildOptions {
+    let mut o = BuildOptions::new("1.2.3");
+    o.software_type = Some("app".into());
+    o.hardware_versions = vec!["board-a".into(), "board-b".into()];
+    o.security_counter = 7;
+    o.created = 1_700_000_000;
+    o
+}
+
+/// A small image whose 4 KiB slices take every method: fill (0xFF and 0x00), zstd, raw, and a
+/// short last slice.
+pub fn mixed_image() -> Vec<u8> {
+    let mut v = vec![0xFFu8; 4096];
+    v.extend(vec![0u8; 4096]);
+    v.extend((0..4096u32).map(|i| (i % 7) as u8 * 3)); // compressible
+    let mut x: u32 = 0x1234_5678;
+    v.extend((0..4096).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    })); // incompressible
+    v.extend((0..1000u32).map(|i| (i / 10) as u8));
+    v
+}
+
+/// A small signed package (4 KiB slices) of `mixed_image`.
+pub fn small_package(keys: &[&SigningKey]) -> Vec<u8> {
+    let mut o = options();
+    o.slice_log2 = 12;
+    o.zstd_window_log = 12;
+    build_full(&raw_image(mixed_image()), &o, keys).unwrap()
+}
+
+/// Recomputes the trailer so a mutated package reaches the checks behind the MD5.
+pub fn fix_trailer(pkg: &mut Vec<u8>) {
+    let n = pkg.len() - 28;
+    pkg.truncate(n);
+    let t = otapack::otapack_core::wire::trailer::emit(pkg).unwrap();
+    pkg.extend_from_slice(&t);
+}
