@@ -135,9 +135,10 @@ struct VerifyArgs {
     /// Accept a package without a valid signature from a trusted key (integrity checks only).
     #[arg(long)]
     allow_unsigned: bool,
-    /// Valid signatures from distinct trusted keys required.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    require: u8,
+    /// Valid signatures from distinct trusted keys required (default 1).
+    #[arg(long, value_name = "N", conflicts_with = "allow_unsigned",
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    require: Option<u8>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -401,7 +402,7 @@ fn verify(a: VerifyArgs) -> Result<(), Error> {
     }
     let bytes = read(&a.package)?;
     let policy = Policy {
-        required_signatures: a.require,
+        required_signatures: a.require.unwrap_or(1),
         allow_unsigned: a.allow_unsigned,
     };
     let r = report::verify(&bytes, &trusted, &policy);

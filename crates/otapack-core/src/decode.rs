@@ -81,6 +81,14 @@ impl SliceDecoder {
                 method: Method::Zstd as u8,
             });
         }
+        // Frame header descriptor (byte 4, after the magic): the reserved bit must be clear, no
+        // dictionary, and the content size must be declared (as libzstd requires of the same
+        // frame); ruzstd itself is more lenient.
+        let fhd = payload.get(4).copied().ok_or(bad)?;
+        let content_size_present = fhd >> 6 != 0 || fhd & 0x20 != 0;
+        if fhd & 0x08 != 0 || fhd & 0x03 != 0 || !content_size_present {
+            return Err(bad);
+        }
         let dec = self.zstd.get_or_insert_with(FrameDecoder::new);
         dec.set_max_window_size(1u64 << window_log.min(31));
         let mut src = payload;
@@ -88,6 +96,9 @@ impl SliceDecoder {
             FrameDecoderError::WindowSizeTooBig { .. } => Error::WindowTooLarge { slice },
             _ => bad,
         })?;
+        if dec.content_size() != out.len() as u64 {
+            return Err(bad);
+        }
         let mut pos = 0usize;
         loop {
             let finished = dec

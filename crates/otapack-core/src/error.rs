@@ -29,8 +29,6 @@ pub enum Error {
     MethodNotAllowed { slice: u32, method: u8 },
     /// A package kind code this reader does not know or does not implement.
     UnsupportedKind(u8),
-    /// A signature algorithm code this reader does not know.
-    UnknownAlgorithm(u16),
     /// Two signatures from the same key.
     DuplicateSignature,
     /// The trailer's MD5 does not match the bytes before it.
@@ -90,7 +88,6 @@ impl fmt::Display for Error {
                 )
             }
             UnsupportedKind(k) => write!(f, "unsupported package kind {k}"),
-            UnknownAlgorithm(a) => write!(f, "unknown signature algorithm {a}"),
             DuplicateSignature => write!(f, "two signatures carry the same key id"),
             Md5Mismatch => write!(f, "trailer MD5 does not match the package bytes"),
             PayloadDigest { slice } => write!(f, "slice {slice}: payload SHA-256 mismatch"),

@@ -45,6 +45,9 @@ enum PublicKey {
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
     id: [u8; 32],
+    /// SHA-256 of the bare key material (Ed25519: the 32 bytes; RSA: n || e, big-endian), so
+    /// one key trusted under two algorithm identifiers still counts once.
+    material: [u8; 32],
     algorithm: Algorithm,
     key: PublicKey,
 }
@@ -90,13 +93,18 @@ impl TrustedKey {
         let key = rsa::RsaPublicKey::try_from(spki).map_err(|_| Error::BadKey {
             what: "malformed RSA public key",
         })?;
-        if !matches!(key.size(), 256 | 384 | 512) {
+        if !matches!(key.n().bits(), 2048 | 3072 | 4096) {
             return Err(Error::BadKey {
                 what: "RSA key must be 2048, 3072 or 4096 bits",
             });
         }
+        let mut h = Sha256::new();
+        h.update(key.n().to_be_bytes_trimmed_vartime());
+        h.update([0u8]);
+        h.update(key.e().to_be_bytes_trimmed_vartime());
         Ok(TrustedKey {
             id: key_id(der),
+            material: h.finalize().into(),
             algorithm,
             key: PublicKey::Rsa(key),
         })
@@ -124,6 +132,7 @@ impl TrustedKey {
         der[12..].copy_from_slice(raw);
         Ok(TrustedKey {
             id: key_id(&der),
+            material: Sha256::digest(raw).into(),
             algorithm: Algorithm::Ed25519,
             key: PublicKey::Ed25519(vk),
         })
@@ -134,6 +143,10 @@ impl TrustedKey {
     }
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+    /// Identifies the key material regardless of algorithm identifier (see the field).
+    pub fn material_id(&self) -> [u8; 32] {
+        self.material
     }
 
     /// Checks `signature` over the 64-byte signed message with this key's algorithm.
@@ -186,16 +199,18 @@ impl SignatureStatus {
     }
 }
 
-/// Checks one entry against the trusted keys.
-pub fn check_entry(
+/// Checks one entry against the trusted keys; returns the status and the key it names.
+pub fn check_entry<'k>(
     entry: &SignatureEntry<'_>,
     message: &[u8; SIGNED_MESSAGE_LEN],
-    trusted: &[TrustedKey],
-) -> SignatureStatus {
-    match trusted.iter().find(|k| k.id == entry.key_id) {
+    trusted: &'k [TrustedKey],
+) -> (SignatureStatus, Option<&'k TrustedKey>) {
+    let key = trusted.iter().find(|k| k.id == entry.key_id);
+    let status = match key {
         None => SignatureStatus::Untrusted,
         Some(k) if k.algorithm != entry.algorithm => SignatureStatus::AlgorithmMismatch,
         Some(k) if k.verify(message, entry.signature) => SignatureStatus::Valid,
         Some(_) => SignatureStatus::Invalid,
-    }
+    };
+    (status, key)
 }

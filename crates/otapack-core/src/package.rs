@@ -52,7 +52,11 @@ impl<'a> Package<'a> {
             .ok()
             .and_then(|end| body.get(HEADER_LEN..end))
             .ok_or(Error::Truncated { what: "manifest" })?;
-        let manifest = Manifest::new_checked(manifest_bytes, header.payload_len())?;
+        let manifest = Manifest::new_checked(
+            manifest_bytes,
+            header.format_version(),
+            header.payload_len(),
+        )?;
         let after_manifest = HEADER_LEN + manifest_bytes.len();
 
         let signatures = SignatureBlock::new_checked(body.get(after_manifest..).unwrap_or(&[]))?;

@@ -10,6 +10,7 @@ use crate::decode::SliceDecoder;
 use crate::error::{Error, Result};
 use crate::keys::{check_entry, SignatureStatus, TrustedKey};
 use crate::package::Package;
+use crate::wire::sigblock::MAX_SIGNATURES;
 use sha2::{Digest, Sha256};
 
 /// What signatures a verifier requires.
@@ -17,8 +18,9 @@ use sha2::{Digest, Sha256};
 pub struct Policy {
     /// Valid signatures from distinct trusted keys needed (at least 1 unless `allow_unsigned`).
     pub required_signatures: u8,
-    /// Accept a package without a valid trusted signature (integrity checks only). A signature
-    /// that names a trusted key and does not verify still fails.
+    /// Accept a package without a valid trusted signature (integrity checks only); then
+    /// `required_signatures` is not applied. A signature that names a trusted key and does not
+    /// verify still fails.
     pub allow_unsigned: bool,
 }
 
@@ -35,6 +37,7 @@ impl Default for Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SignatureSummary {
     pub total: u8,
+    /// Valid signatures from distinct trusted keys (distinct key material).
     pub valid: u8,
     pub untrusted: u8,
 }
@@ -47,10 +50,22 @@ pub fn check_signatures(
 ) -> Result<SignatureSummary> {
     let message = pkg.signed_message();
     let mut sum = SignatureSummary::default();
+    // Key material of the valid signatures so far: one key counts once, whatever its ids.
+    let mut seen = [[0u8; 32]; MAX_SIGNATURES];
     for entry in pkg.signatures().entries() {
         sum.total = sum.total.saturating_add(1);
-        match check_entry(&entry, &message, trusted) {
-            SignatureStatus::Valid => sum.valid = sum.valid.saturating_add(1),
+        let (status, key) = check_entry(&entry, &message, trusted);
+        match status {
+            SignatureStatus::Valid => {
+                let material = key.map(|k| k.material_id()).unwrap_or_default();
+                let known = seen.get(..usize::from(sum.valid)).unwrap_or(&[]);
+                if !known.contains(&material) {
+                    if let Some(slot) = seen.get_mut(usize::from(sum.valid)) {
+                        *slot = material;
+                    }
+                    sum.valid = sum.valid.saturating_add(1);
+                }
+            }
             SignatureStatus::Untrusted => sum.untrusted = sum.untrusted.saturating_add(1),
             SignatureStatus::Invalid => {
                 return Err(Error::BadSignature {

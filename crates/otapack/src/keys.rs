@@ -160,7 +160,7 @@ impl SigningKey {
 
     fn from_rsa(sk: rsa::RsaPrivateKey, pss: bool) -> Result<Self> {
         use rsa::traits::PublicKeyParts;
-        if !matches!(sk.size(), 256 | 384 | 512) {
+        if !matches!(sk.n().bits(), 2048 | 3072 | 4096) {
             return Err(key_err(None, "RSA key must be 2048, 3072 or 4096 bits"));
         }
         let spki_der = rsa_spki_der(sk.as_ref(), pss)?;

@@ -2,7 +2,7 @@
 
 use crate::keys::{hex, PublicKeyFile};
 use otapack_core::decode::SliceDecoder;
-use otapack_core::keys::{check_entry, SignatureStatus, TrustedKey};
+use otapack_core::keys::{check_entry, TrustedKey};
 use otapack_core::verify::{verify_package, Policy};
 use otapack_core::Package;
 use serde::Serialize;
@@ -123,6 +123,7 @@ pub struct VerifyReport {
     pub structure_ok: bool,
     pub md5_ok: Option<bool>,
     pub signatures: Vec<SignatureCheck>,
+    /// Valid signatures from distinct trusted keys (0 unless the package verified).
     pub valid_trusted_signatures: usize,
     pub unsigned_allowed: bool,
     pub slices_verified: u32,
@@ -158,10 +159,7 @@ pub fn verify(bytes: &[u8], trusted: &[PublicKeyFile], policy: &Policy) -> Verif
     let keys: Vec<TrustedKey> = trusted.iter().map(|k| k.key.clone()).collect();
     let message = pkg.signed_message();
     for e in pkg.signatures().entries() {
-        let status = check_entry(&e, &message, &keys);
-        if status == SignatureStatus::Valid {
-            report.valid_trusted_signatures += 1;
-        }
+        let (status, _) = check_entry(&e, &message, &keys);
         report.signatures.push(SignatureCheck {
             key_id: hex(&e.key_id),
             algorithm: e.algorithm.name(),
@@ -187,7 +185,8 @@ pub fn verify(bytes: &[u8], trusted: &[PublicKeyFile], policy: &Policy) -> Verif
     );
     report.slices_verified = slices;
     match result {
-        Ok(_) => {
+        Ok(summary) => {
+            report.valid_trusted_signatures = summary.valid.into();
             report.ok = true;
             report.image_sha256_ok = true;
         }

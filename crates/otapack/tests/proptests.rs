@@ -22,9 +22,9 @@ prop_compose! {
         last in 1u32..=4096,
         erase_value in any::<u8>(),
         security_counter in any::<u64>(),
-        created in any::<u64>(),
-        expires in proptest::option::of(1u64..),
-        load_address in any::<u64>(),
+        created in 0u64..u64::MAX / 2,
+        expires_after in proptest::option::of(1u64..u64::MAX / 2),
+        load_address in 0u64..=u64::MAX - (1 << 32),
         image_sha256 in any::<[u8; 32]>(),
         software_version in text(),
         software_type in proptest::option::of(text()),
@@ -50,7 +50,7 @@ prop_compose! {
         }).collect();
         ManifestRepr {
             kind: Kind::Full, erase_value, slice_log2, zstd_window_log: 10,
-            security_counter, created, expires, load_address, image_size, image_sha256,
+            security_counter, created, expires: expires_after.map(|d| created + d), load_address, image_size, image_sha256,
             base_size: 0, base_sha256: [0; 32], software_version, software_type,
             hardware_versions: hardware_versions.into_iter().collect(), slices,
         }
@@ -78,7 +78,7 @@ proptest! {
     fn manifest_emit_parse_round_trip(m in manifest()) {
         let bytes = m.emit().unwrap();
         let payload_len: u32 = m.slices.iter().map(|s| s.payload_len).sum();
-        let view = Manifest::new_checked(&bytes, payload_len).unwrap();
+        let view = Manifest::new_checked(&bytes, 1, payload_len).unwrap();
         prop_assert_eq!(ManifestRepr::parse(&view), m.clone());
         prop_assert_eq!(ManifestRepr::parse(&view).emit().unwrap(), bytes);
     }

@@ -15,8 +15,8 @@
 //! | 12     | 4    | tlv_len          | 0..=4096                                           |
 //! | 16     | 8    | security_counter | anti-rollback counter                              |
 //! | 24     | 8    | created          | Unix seconds                                       |
-//! | 32     | 8    | expires          | Unix seconds, 0 = never                            |
-//! | 40     | 8    | load_address     | where the image lives in the device's memory map   |
+//! | 32     | 8    | expires          | Unix seconds, 0 = never; else later than `created` |
+//! | 40     | 8    | load_address     | where the image lives; + image_size fits in u64    |
 //! | 48     | 8    | image_size       | 1..=2^32-1 bytes                                   |
 //! | 56     | 32   | image_sha256     | SHA-256 of the whole target image                  |
 //! | 88     | 8    | base_size        | delta kinds: size of the base image; full: 0       |
@@ -100,12 +100,17 @@ pub struct Manifest<'a> {
 impl<'a> Manifest<'a> {
     /// Validates every field and record. `payload_len` is the header's: records must tile the
     /// payload area exactly, in order, with no gap and no overlap.
-    pub fn new_checked(buf: &'a [u8], payload_len: u32) -> Result<Self> {
+    pub fn new_checked(buf: &'a [u8], header_version: u16, payload_len: u32) -> Result<Self> {
         if buf.len() < FIXED_LEN {
             return Err(Error::Truncated { what: "manifest" });
         }
         let m = Manifest { buf };
         let version = le_u16(buf, field::FORMAT_VERSION);
+        if version != header_version {
+            return Err(Error::Malformed {
+                what: "manifest format_version differs from the header's",
+            });
+        }
         if version != super::header::FORMAT_VERSION {
             return Err(Error::UnsupportedVersion(version));
         }
@@ -135,6 +140,16 @@ impl<'a> Manifest<'a> {
         if size == 0 || size > MAX_IMAGE_SIZE {
             return Err(Error::Malformed {
                 what: "image_size must be 1..=4294967295",
+            });
+        }
+        if m.load_address().checked_add(size).is_none() {
+            return Err(Error::Malformed {
+                what: "load_address + image_size overflows",
+            });
+        }
+        if m.expires().is_some_and(|e| e <= m.created()) {
+            return Err(Error::Malformed {
+                what: "expires is not later than created",
             });
         }
         let expected_count = size.div_ceil(1u64 << log2);
@@ -194,7 +209,9 @@ impl<'a> Manifest<'a> {
                 Method::Fill => {
                     len == 0 && rec.arg() <= 0xFF && rec.payload_sha256() == SHA256_EMPTY
                 }
-                Method::Raw => len == slice_len && rec.arg() == 0,
+                Method::Raw => {
+                    len == slice_len && rec.arg() == 0 && rec.payload_sha256() == rec.slice_sha256()
+                }
                 Method::Zstd => {
                     if self.zstd_window_log() == 0 {
                         return Err(not_allowed);
@@ -439,7 +456,7 @@ mod repr {
             let payload_len = u32::try_from(payload_len).map_err(|_| Error::Malformed {
                 what: "payloads exceed 4 GiB",
             })?;
-            Manifest::new_checked(&b, payload_len)?;
+            Manifest::new_checked(&b, super::super::header::FORMAT_VERSION, payload_len)?;
             Ok(b)
         }
     }

@@ -12,8 +12,8 @@
 //! | offset | size    | field     | rule                                              |
 //! |--------|---------|-----------|---------------------------------------------------|
 //! | 0      | 32      | key_id    | SHA-256 of the signer's SubjectPublicKeyInfo DER  |
-//! | 32     | 2       | algorithm | 1 Ed25519, 2 RSA PKCS#1 v1.5 SHA-256, 3 RSA-PSS SHA-256 |
-//! | 34     | 2       | sig_len   | Ed25519: 64; RSA: 256, 384 or 512                 |
+//! | 32     | 2       | algorithm | 1 Ed25519, 2 RSA PKCS#1 v1.5 SHA-256, 3 RSA-PSS SHA-256; other codes: unknown (kept, never trusted) |
+//! | 34     | 2       | sig_len   | Ed25519: 64; RSA: 256, 384 or 512; unknown: 1..=65535 |
 //! | 36     | sig_len | signature |                                                   |
 //!
 //! Key ids are unique within a block.
@@ -27,20 +27,30 @@ pub const ENTRY_HEAD_LEN: usize = 36;
 
 /// A signature algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
 pub enum Algorithm {
-    Ed25519 = 1,
-    RsaPkcs1v15Sha256 = 2,
-    RsaPssSha256 = 3,
+    Ed25519,
+    RsaPkcs1v15Sha256,
+    RsaPssSha256,
+    /// A code this reader does not know. Such an entry is kept (it may be a newer algorithm
+    /// beside a known one, during a migration) and counts as untrusted; no key verifies it.
+    Unknown(u16),
 }
 
 impl Algorithm {
-    pub fn from_u16(v: u16) -> Result<Self> {
+    pub fn from_u16(v: u16) -> Self {
         match v {
-            1 => Ok(Algorithm::Ed25519),
-            2 => Ok(Algorithm::RsaPkcs1v15Sha256),
-            3 => Ok(Algorithm::RsaPssSha256),
-            other => Err(Error::UnknownAlgorithm(other)),
+            1 => Algorithm::Ed25519,
+            2 => Algorithm::RsaPkcs1v15Sha256,
+            3 => Algorithm::RsaPssSha256,
+            other => Algorithm::Unknown(other),
+        }
+    }
+    pub fn code(self) -> u16 {
+        match self {
+            Algorithm::Ed25519 => 1,
+            Algorithm::RsaPkcs1v15Sha256 => 2,
+            Algorithm::RsaPssSha256 => 3,
+            Algorithm::Unknown(c) => c,
         }
     }
     pub fn name(self) -> &'static str {
@@ -48,6 +58,7 @@ impl Algorithm {
             Algorithm::Ed25519 => "ed25519",
             Algorithm::RsaPkcs1v15Sha256 => "rsa-pkcs1v15-sha256",
             Algorithm::RsaPssSha256 => "rsa-pss-sha256",
+            Algorithm::Unknown(_) => "unknown",
         }
     }
     fn sig_len_ok(self, len: usize) -> bool {
@@ -56,6 +67,7 @@ impl Algorithm {
             Algorithm::RsaPkcs1v15Sha256 | Algorithm::RsaPssSha256 => {
                 matches!(len, 256 | 384 | 512)
             }
+            Algorithm::Unknown(_) => len > 0,
         }
     }
 }
@@ -97,7 +109,7 @@ impl<'a> SignatureBlock<'a> {
             let e = buf.get(at..at + ENTRY_HEAD_LEN).ok_or(Error::Truncated {
                 what: "signature entry",
             })?;
-            let alg = Algorithm::from_u16(le_u16(e, 32))?;
+            let alg = Algorithm::from_u16(le_u16(e, 32));
             let len = usize::from(le_u16(e, 34));
             if !alg.sig_len_ok(len) {
                 return Err(Error::Malformed {
@@ -139,7 +151,7 @@ impl<'a> SignatureBlock<'a> {
         let mut at = BLOCK_HEAD_LEN;
         (0..n).map_while(move |_| {
             let e = buf.get(at..at + ENTRY_HEAD_LEN)?;
-            let algorithm = Algorithm::from_u16(le_u16(e, 32)).ok()?;
+            let algorithm = Algorithm::from_u16(le_u16(e, 32));
             let len = usize::from(le_u16(e, 34));
             let signature = buf.get(at + ENTRY_HEAD_LEN..at + ENTRY_HEAD_LEN + len)?;
             at += ENTRY_HEAD_LEN + len;
@@ -165,7 +177,7 @@ pub fn emit(entries: &[SignatureEntry<'_>]) -> Result<alloc::vec::Vec<u8>> {
     b.extend_from_slice(&[0, 0]);
     for e in entries {
         b.extend_from_slice(&e.key_id);
-        b.extend_from_slice(&(e.algorithm as u16).to_le_bytes());
+        b.extend_from_slice(&e.algorithm.code().to_le_bytes());
         b.extend_from_slice(&(e.signature.len() as u16).to_le_bytes());
         b.extend_from_slice(e.signature);
     }
@@ -219,11 +231,15 @@ mod tests {
         let mut b = emit(&[]).unwrap();
         b[0] = 17;
         assert!(SignatureBlock::new_checked(&b).is_err());
+        // An unknown algorithm (a newer one) is kept, with any non-empty length.
         let mut b = emit(&[e]).unwrap();
-        b[36] = 9; // unknown algorithm
+        b[36] = 9;
+        let blk = SignatureBlock::new_checked(&b).unwrap();
         assert_eq!(
-            SignatureBlock::new_checked(&b).unwrap_err(),
-            Error::UnknownAlgorithm(9)
+            blk.entries().next().unwrap().algorithm,
+            Algorithm::Unknown(9)
         );
+        b[38..40].copy_from_slice(&0u16.to_le_bytes());
+        assert!(SignatureBlock::new_checked(&b).is_err());
     }
 }

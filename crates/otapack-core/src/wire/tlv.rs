@@ -10,8 +10,9 @@
 //! | 0x0002 | software_type    | 0 or 1  | text, 1..=64 bytes                 |
 //! | 0x0003 | hardware_version | 0..=16  | text, 1..=64 bytes, no duplicates  |
 //!
-//! "text" is UTF-8 with no control characters (no byte < 0x20, no 0x7F), so it can be printed
-//! to a terminal or a log as is.
+//! "text" is UTF-8 with no control characters (C0, DEL, C1: U+0000..U+001F, U+007F..U+009F)
+//! and no bidirectional formatting characters (U+061C, U+200E, U+200F, U+202A..U+202E,
+//! U+2066..U+2069), so it can be printed to a terminal or a log as is.
 
 use super::le_u16;
 use crate::error::{Error, Result};
@@ -75,10 +76,15 @@ pub fn check_text<'a>(value: &'a [u8], what: &'static str) -> Result<&'a str> {
     if value.is_empty() || value.len() > MAX_TEXT_LEN {
         return Err(Error::Malformed { what });
     }
-    if value.iter().any(|&c| c < 0x20 || c == 0x7F) {
+    let s = core::str::from_utf8(value).map_err(|_| Error::Malformed { what })?;
+    let forbidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if s.chars().any(forbidden) {
         return Err(Error::Malformed { what });
     }
-    core::str::from_utf8(value).map_err(|_| Error::Malformed { what })
+    Ok(s)
 }
 
 /// Validates a whole TLV area: structure, counts, text rules, no unknown critical type.
@@ -103,7 +109,12 @@ pub fn check_area(area: &[u8]) -> Result<()> {
             HARDWARE_VERSION => {
                 check_text(tlv.value, "hardware_version")?;
                 hardware += 1;
-                // No duplicates: compare with every earlier hardware_version (at most 16).
+                if hardware > MAX_HARDWARE_VERSIONS {
+                    return Err(Error::Malformed {
+                        what: "more than 16 hardware_version fields",
+                    });
+                }
+                // No duplicates: compare with every earlier hardware_version (at most 15).
                 let dup = TlvIter::new(area)
                     .take(i)
                     .filter_map(|t| t.ok())
@@ -126,11 +137,6 @@ pub fn check_area(area: &[u8]) -> Result<()> {
     if types > 1 {
         return Err(Error::Malformed {
             what: "software_type appears more than once",
-        });
-    }
-    if hardware > MAX_HARDWARE_VERSIONS {
-        return Err(Error::Malformed {
-            what: "more than 16 hardware_version fields",
         });
     }
     Ok(())
@@ -180,6 +186,8 @@ mod tests {
             &[(1, b"")],                        // empty text
             &[(1, b"a\nb")],                    // control char
             &[(1, b"\xff")],                    // not UTF-8
+            &[(1, "a\u{9b}b".as_bytes())],      // C1 control (CSI)
+            &[(1, "a\u{202e}b".as_bytes())],    // bidi override
             &[(1, &[b'a'; 65])],                // too long
             &[(1, b"1"), (2, b"a"), (2, b"b")], // two types
             &[(1, b"1"), (3, b"x"), (3, b"x")], // duplicate hw
