@@ -5,8 +5,11 @@
 //!
 //! A `#![no_std] #![no_main]` static x86_64 Linux executable with its own `_start`, panic
 //! handler, bump allocator and `mem*` symbols; it leaves through the raw `exit_group` syscall.
-//! `.ci/nostd-check.sh` links it with `-nostartfiles -nostdlib -static`: if anything pulled in
-//! std (or libc), the link would fail.
+//! `.ci/nostd-check.sh` links it with `-nostartfiles -nostdlib -static` and requires a
+//! self-contained result. Anything that pulls in std fails to compile (E0152: std's panic
+//! handler against ours); a native symbol without a library fails the link; one from a library
+//! a crate declares (`-lc`, which rustc passes even with -nostdlib) leaves a NEEDED entry and
+//! undefined symbols, which the script refuses.
 //!
 //! Exit status: 0 when every check passes, otherwise the code of the failed check ([`Fail`]).
 //! One line per check goes to stdout, the cause of a failure to stderr.
@@ -17,6 +20,7 @@ extern crate alloc;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::{asm, naked_asm};
+use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
@@ -38,11 +42,17 @@ const IMAGE_SIZE: u64 = 115_328;
 const ED25519_SPKI: &[u8] = include_bytes!("../test-ed25519.pub.der");
 const RSA_SPKI: &[u8] = include_bytes!("../test-rsa-2048.pub.der");
 
+/// A static buffer (this program has one thread).
+#[repr(C, align(16))]
+struct Static<T>(UnsafeCell<T>);
+// SAFETY: one thread; each buffer is borrowed once (`run` for the first two, the allocator).
+unsafe impl<T> Sync for Static<T> {}
+
 /// One slice (the fixture's slice size is the default, 64 KiB).
 const SLICE_BUF_LEN: usize = 64 * 1024;
-static mut SLICE_BUF: [u8; SLICE_BUF_LEN] = [0; SLICE_BUF_LEN];
+static SLICE_BUF: Static<[u8; SLICE_BUF_LEN]> = Static(UnsafeCell::new([0; SLICE_BUF_LEN]));
 /// Where corrupted copies of the package are made.
-static mut COPY: [u8; PACKAGE.len()] = [0; PACKAGE.len()];
+static COPY: Static<[u8; PACKAGE.len()]> = Static(UnsafeCell::new([0; PACKAGE.len()]));
 
 /// Exit status of each failed check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +98,8 @@ enum Fail {
 
 fn run() -> Result<(), Fail> {
     // SAFETY: single-threaded, and `run` is called once: these are the only references.
-    let slice_buf: &mut [u8] = unsafe { &mut *(&raw mut SLICE_BUF) };
-    let copy: &mut [u8] = unsafe { &mut *(&raw mut COPY) };
+    let slice_buf: &mut [u8] = unsafe { &mut *SLICE_BUF.0.get() };
+    let copy: &mut [u8] = unsafe { &mut *COPY.0.get() };
 
     check_mem()?;
     let pkg = Package::parse(PACKAGE).map_err(|e| failed(Fail::Parse, "parse", e))?;
@@ -161,7 +171,11 @@ fn run() -> Result<(), Fail> {
         untrusted: 0,
     };
     if summary != want {
-        return Err(failed(Fail::Summary, "verify", "not 2 of 2 signatures valid"));
+        return Err(failed(
+            Fail::Summary,
+            "verify",
+            "not 2 of 2 signatures valid",
+        ));
     }
     if len != IMAGE_SIZE || len != manifest.image_size() {
         return Err(failed(Fail::Output, "sink", "did not get the whole image"));
@@ -410,9 +424,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 const HEAP_SIZE: usize = 1 << 20;
 
-#[repr(C, align(16))]
-struct Heap([u8; HEAP_SIZE]);
-static mut HEAP: Heap = Heap([0; HEAP_SIZE]);
+static HEAP: Static<[u8; HEAP_SIZE]> = Static(UnsafeCell::new([0; HEAP_SIZE]));
 
 /// A bump allocator over `HEAP`. It gives back only what it can cheaply: the most recent
 /// block (freed or grown in place), and everything once no block is live.
@@ -433,7 +445,7 @@ static ALLOC: Bump = Bump {
 
 impl Bump {
     fn base() -> usize {
-        (&raw mut HEAP) as usize
+        HEAP.0.get() as usize
     }
 
     /// Moves the top of the heap to `end` (an offset), if it fits.
