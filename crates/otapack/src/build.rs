@@ -71,7 +71,7 @@ impl BuildOptions {
                 .map(|_| ())
                 .map_err(|_| {
                     Error::Invalid(format!(
-                        "{what} '{v}' must be 1 to 64 bytes of text without control characters"
+                        "{what} '{v}' must be 1 to 64 bytes of text without control or bidirectional formatting characters"
                     ))
                 })
         };
