@@ -275,13 +275,21 @@ fn verify(
 ) -> Result<(SignatureSummary, u64), Error> {
     let mut decoder = SliceDecoder::new();
     let mut next = 0u64;
-    let summary = verify_package(pkg, trusted, policy, &mut decoder, buf, |offset, data| {
-        if offset != next {
-            return Err(Error::Output);
-        }
-        next += data.len() as u64;
-        Ok(())
-    })?;
+    let summary = verify_package(
+        pkg,
+        trusted,
+        policy,
+        &mut decoder,
+        None,
+        buf,
+        |offset, data| {
+            if offset != next {
+                return Err(Error::Output);
+            }
+            next += data.len() as u64;
+            Ok(())
+        },
+    )?;
     Ok((summary, next))
 }
 

@@ -3,7 +3,7 @@
 //! Exit status: 0 success, 1 failure (the cause is printed as one line on stderr), 2 usage.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use otapack::build::{build_full, BuildOptions, DEFAULT_ZSTD_LEVEL};
+use otapack::build::{build_delta, build_full, BuildOptions, DEFAULT_ZSTD_LEVEL};
 use otapack::describe::{describe, SignMethod};
 use otapack::image::{self, ImageFormat, LoadOptions};
 use otapack::keys::{hex, load_public_key, KeyAlgorithm, PublicKeyFile, SigningKey};
@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Make a key pair: PKCS#8 PEM private key and SPKI PEM public key.
     Keygen(KeygenArgs),
-    /// Build a full update package from a firmware image (.bin, ELF or Intel HEX).
+    /// Build an update package from a firmware image (.bin, ELF or Intel HEX): full, or a
+    /// delta against the image a device runs now (--old).
     Build(BuildArgs),
     /// Add a signature to an existing package (its contents are verified first).
     Sign(SignArgs),
@@ -72,6 +73,10 @@ struct BuildArgs {
     /// The new firmware image.
     #[arg(long, value_name = "IMAGE")]
     new: PathBuf,
+    /// The image devices run now: build a two-slot delta package against it (read with the
+    /// same --format/--address-range as --new).
+    #[arg(long, value_name = "IMAGE")]
+    old: Option<PathBuf>,
     /// Private key to sign with (repeat for several signatures). Without one the package is unsigned.
     #[arg(long, value_name = "KEY.pem")]
     key: Vec<PathBuf>,
@@ -124,6 +129,9 @@ struct SignArgs {
     /// Output (default: replace PKG atomically).
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
+    /// For a delta package: the raw base image it applies to (needed to verify it first).
+    #[arg(long, value_name = "OLD")]
+    base: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -142,6 +150,9 @@ struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// For a delta package: the raw base image it applies to (needed to rebuild every slice).
+    #[arg(long, value_name = "OLD")]
+    base: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -163,6 +174,9 @@ struct ApplyArgs {
     /// With --key: accept a package without a valid trusted signature.
     #[arg(long)]
     allow_unsigned: bool,
+    /// For a delta package: the raw base image it applies to (the image the device runs now).
+    #[arg(long, value_name = "OLD")]
+    base: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -284,14 +298,17 @@ fn build(a: BuildArgs) -> Result<(), Error> {
         FormatArg::Elf => Some(ImageFormat::Elf),
         FormatArg::Ihex => Some(ImageFormat::IntelHex),
     };
-    let img = image::load(
-        &a.new,
-        &LoadOptions {
-            format,
-            range: a.address_range,
-            erase_value: a.erase_value,
-        },
-    )?;
+    let load_opts = LoadOptions {
+        format,
+        range: a.address_range,
+        erase_value: a.erase_value,
+    };
+    let img = image::load(&a.new, &load_opts)?;
+    let old = a
+        .old
+        .as_deref()
+        .map(|p| image::load(p, &load_opts))
+        .transpose()?;
     let created = match a.created {
         Some(c) => c,
         None => match std::env::var("SOURCE_DATE_EPOCH") {
@@ -313,15 +330,19 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     opts.expires = a.expires;
     opts.erase_value = a.erase_value;
     let refs: Vec<&SigningKey> = keys.iter().collect();
-    let pkg = build_full(&img, &opts, &refs)?;
+    let pkg = match &old {
+        Some(old) => build_delta(old, &img, &opts, &refs)?,
+        None => build_full(&img, &opts, &refs)?,
+    };
     write_atomic(&a.output, &pkg)?;
     if keys.is_empty() {
         eprintln!("otapack: warning: no --key given: the package is unsigned");
     }
     println!(
-        "{}: {} bytes, {} image of {} bytes at 0x{:x}, {} slice(s), {} signature(s)",
+        "{}: {} bytes, {} package of {} image of {} bytes at 0x{:x}, {} slice(s), {} signature(s)",
         a.output.display(),
         pkg.len(),
+        if old.is_some() { "delta" } else { "full" },
         img.format.name(),
         img.data.len(),
         img.load_address,
@@ -334,7 +355,8 @@ fn build(a: BuildArgs) -> Result<(), Error> {
 fn sign(a: SignArgs) -> Result<(), Error> {
     let keys = load_keys(&a.key)?;
     let refs: Vec<&SigningKey> = keys.iter().collect();
-    let pkg = otapack::sign::add_signatures(&read(&a.package)?, &refs)?;
+    let base = a.base.as_deref().map(read).transpose()?;
+    let pkg = otapack::sign::add_signatures(&read(&a.package)?, &refs, base.as_deref())?;
     let out = a.output.unwrap_or(a.package);
     write_atomic(&out, &pkg)?;
     for k in &keys {
@@ -374,6 +396,12 @@ fn print_identity(info: &PackageInfo) {
         "image: {} bytes at 0x{:x}, erase value 0x{:02x}, sha256 {}",
         info.image_size, info.load_address, info.erase_value, info.image_sha256
     );
+    if info.kind != "full" {
+        println!(
+            "base image: {} bytes, sha256 {}",
+            info.base_size, info.base_sha256
+        );
+    }
     println!(
         "slices: {} x {} bytes, zstd window {}",
         info.slice_count,
@@ -405,7 +433,8 @@ fn verify(a: VerifyArgs) -> Result<(), Error> {
         required_signatures: a.require.unwrap_or(1),
         allow_unsigned: a.allow_unsigned,
     };
-    let r = report::verify(&bytes, &trusted, &policy);
+    let base = a.base.as_deref().map(read).transpose()?;
+    let r = report::verify(&bytes, &trusted, &policy, base.as_deref());
     if a.json {
         print_json(&r)?;
     } else {
@@ -522,7 +551,8 @@ fn apply(a: ApplyArgs) -> Result<(), Error> {
         }
     };
     let bytes = read(&a.package)?;
-    otapack::apply::apply_to_file(&bytes, &trusted, &policy, &a.output)?;
+    let base = a.base.as_deref().map(read).transpose()?;
+    otapack::apply::apply_to_file(&bytes, &trusted, &policy, base.as_deref(), &a.output)?;
     println!(
         "{}: image written, every slice and the image digest verified",
         a.output.display()

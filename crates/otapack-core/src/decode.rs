@@ -5,6 +5,7 @@
 //! output is handed on unless it is exactly what the manifest promised.
 
 use crate::error::{Error, Result};
+use crate::patch::{BaseImage, PatchDecoder};
 use crate::wire::manifest::Manifest;
 use crate::wire::slice::{Method, SliceRecord};
 use sha2::{Digest, Sha256};
@@ -28,12 +29,15 @@ impl SliceDecoder {
     }
 
     /// Decodes slice `rec` of `manifest` from `payload` into `out`, which must be at least the
-    /// slice's length; returns the decoded slice (a prefix of `out`).
+    /// slice's length; returns the decoded slice (a prefix of `out`). `base` is the image a
+    /// delta package applies to (checked against the manifest by the caller); `copy` and `patch`
+    /// slices need it.
     pub fn decode<'o>(
         &mut self,
         manifest: &Manifest<'_>,
         rec: &SliceRecord<'_>,
         payload: &[u8],
+        base: Option<&mut dyn BaseImage>,
         out: &'o mut [u8],
     ) -> Result<&'o [u8]> {
         let slice = rec.index();
@@ -45,6 +49,7 @@ impl SliceDecoder {
         if payload_digest != rec.payload_sha256() {
             return Err(Error::PayloadDigest { slice });
         }
+        let window_log = manifest.zstd_window_log();
         match rec.method() {
             Method::Fill => out.fill(rec.arg() as u8),
             Method::Raw => {
@@ -53,12 +58,38 @@ impl SliceDecoder {
                 }
                 out.copy_from_slice(payload);
             }
-            Method::Zstd => self.zstd(slice, manifest.zstd_window_log(), payload, out)?,
-            Method::Copy | Method::Patch => {
-                return Err(Error::MethodNotAllowed {
-                    slice,
-                    method: rec.method() as u8,
-                })
+            Method::Zstd => {
+                let mut pos = 0usize;
+                self.zstd(slice, window_log, payload, Some(len as u64), &mut |chunk| {
+                    let dst = out
+                        .get_mut(pos..pos + chunk.len())
+                        .ok_or(Error::Decode { slice })?;
+                    dst.copy_from_slice(chunk);
+                    pos += chunk.len();
+                    Ok(())
+                })?;
+                if pos != len {
+                    return Err(Error::Decode { slice });
+                }
+            }
+            Method::Copy => {
+                let base = base.ok_or(Error::BaseRequired)?;
+                let end = rec
+                    .arg()
+                    .checked_add(len as u64)
+                    .ok_or(Error::Decode { slice })?;
+                if end > base.len() {
+                    return Err(Error::Decode { slice });
+                }
+                base.read(rec.arg(), out)?;
+            }
+            Method::Patch => {
+                let base = base.ok_or(Error::BaseRequired)?;
+                let mut p = PatchDecoder::new(slice, base.len());
+                self.zstd(slice, window_log, payload, None, &mut |chunk| {
+                    p.feed(chunk, base, out)
+                })?;
+                p.finish(len)?;
             }
         }
         let slice_digest: [u8; 32] = Sha256::digest(&*out).into();
@@ -68,8 +99,17 @@ impl SliceDecoder {
         Ok(out)
     }
 
+    /// Decodes one zstd frame, passing the output in pieces to `sink`. `content_size`, when
+    /// given, must be what the frame declares.
     #[cfg(feature = "zstd")]
-    fn zstd(&mut self, slice: u32, window_log: u8, payload: &[u8], out: &mut [u8]) -> Result<()> {
+    fn zstd(
+        &mut self,
+        slice: u32,
+        window_log: u8,
+        payload: &[u8],
+        content_size: Option<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         use ruzstd::decoding::errors::FrameDecoderError;
         use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
         use ruzstd::io::Read;
@@ -96,34 +136,33 @@ impl SliceDecoder {
             FrameDecoderError::WindowSizeTooBig { .. } => Error::WindowTooLarge { slice },
             _ => bad,
         })?;
-        if dec.content_size() != out.len() as u64 {
+        if content_size.is_some_and(|c| c != dec.content_size()) {
             return Err(bad);
         }
-        let mut pos = 0usize;
+        let declared = dec.content_size();
+        let mut produced = 0u64;
+        let mut chunk = [0u8; 1024];
         loop {
             let finished = dec
                 .decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(16 * 1024))
                 .map_err(|_| bad)?;
             loop {
-                let rest = out.get_mut(pos..).unwrap_or(&mut []);
-                if rest.is_empty() {
-                    break;
-                }
-                let n = dec.read(rest).map_err(|_| bad)?;
+                let n = dec.read(&mut chunk).map_err(|_| bad)?;
                 if n == 0 {
                     break;
                 }
-                pos += n;
-            }
-            if dec.can_collect() > 0 {
-                return Err(bad); // decodes to more than the slice
+                produced += n as u64;
+                if produced > declared {
+                    return Err(bad); // more than the frame declared
+                }
+                sink(chunk.get(..n).unwrap_or(&[]))?;
             }
             if finished {
                 break;
             }
         }
-        if !src.is_empty() || pos != out.len() {
-            return Err(bad); // trailing bytes after the frame, or a short slice
+        if !src.is_empty() || produced != declared {
+            return Err(bad); // trailing bytes after the frame, or a short frame
         }
         if let Some(declared) = dec.get_checksum_from_data() {
             if dec.get_calculated_checksum() != Some(declared) {
@@ -134,7 +173,14 @@ impl SliceDecoder {
     }
 
     #[cfg(not(feature = "zstd"))]
-    fn zstd(&mut self, slice: u32, _: u8, _: &[u8], _: &mut [u8]) -> Result<()> {
+    fn zstd(
+        &mut self,
+        slice: u32,
+        _: u8,
+        _: &[u8],
+        _: Option<u64>,
+        _: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         Err(Error::CodecUnavailable { slice })
     }
 }

@@ -59,6 +59,12 @@ pub enum Error {
     BadKey { what: &'static str },
     /// The caller's output sink failed (flash write, file write); the cause is the caller's.
     Output,
+    /// A delta package was given no base image.
+    BaseRequired,
+    /// The base image's size or SHA-256 differs from what the manifest names.
+    BaseMismatch,
+    /// Reading the base image failed.
+    BaseRead,
 }
 
 impl fmt::Display for Error {
@@ -121,6 +127,12 @@ impl fmt::Display for Error {
             ),
             BadKey { what } => write!(f, "unusable key: {what}"),
             Output => write!(f, "writing the output failed"),
+            BaseRequired => write!(f, "delta package: the base image it applies to is needed"),
+            BaseMismatch => write!(
+                f,
+                "the base image is not the one this delta package applies to"
+            ),
+            BaseRead => write!(f, "reading the base image failed"),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod decode;
 pub mod error;
 pub mod keys;
 pub mod package;
+pub mod patch;
 pub mod verify;
 pub mod wire;
 

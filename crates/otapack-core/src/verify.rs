@@ -10,6 +10,8 @@ use crate::decode::SliceDecoder;
 use crate::error::{Error, Result};
 use crate::keys::{check_entry, SignatureStatus, TrustedKey};
 use crate::package::Package;
+use crate::patch::BaseImage;
+use crate::wire::manifest::Kind;
 use crate::wire::sigblock::MAX_SIGNATURES;
 use sha2::{Digest, Sha256};
 
@@ -97,21 +99,32 @@ pub fn check_signatures(
 
 /// Verifies a whole package and passes every verified slice, in image order, to
 /// `sink(image_offset, bytes)`. `buf` must hold one slice (`manifest.slice_size()` bytes).
-/// A sink error stops verification and is returned as is.
+/// `base` is the image a delta package applies to (ignored for full packages); its size and
+/// SHA-256 are checked against the manifest before any slice is decoded. A sink error stops
+/// verification and is returned as is.
 pub fn verify_package(
     pkg: &Package<'_>,
     trusted: &[TrustedKey],
     policy: &Policy,
     decoder: &mut SliceDecoder,
+    mut base: Option<&mut dyn BaseImage>,
     buf: &mut [u8],
     mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<SignatureSummary> {
     pkg.check_md5()?;
     let summary = check_signatures(pkg, trusted, policy)?;
     let manifest = pkg.manifest();
+    if manifest.kind() == Kind::Full {
+        base = None;
+    } else {
+        let b = base.as_deref_mut().ok_or(Error::BaseRequired)?;
+        check_base(b, manifest.base_size(), &manifest.base_sha256(), buf)?;
+    }
     let mut image = Sha256::new();
     for rec in manifest.slices() {
-        let data = decoder.decode(&manifest, &rec, pkg.payload(&rec), buf)?;
+        // Reborrow with a shorter trait-object lifetime for this one call.
+        let b = base.as_mut().map(|b| &mut **b as &mut dyn BaseImage);
+        let data = decoder.decode(&manifest, &rec, pkg.payload(&rec), b, buf)?;
         image.update(data);
         sink(u64::from(rec.index()) << manifest.slice_log2(), data)?;
     }
@@ -120,4 +133,30 @@ pub fn verify_package(
         return Err(Error::ImageDigest);
     }
     Ok(summary)
+}
+
+/// Checks a base image's size and SHA-256, reading it through `scratch`.
+pub fn check_base(
+    base: &mut dyn BaseImage,
+    size: u64,
+    sha256: &[u8; 32],
+    scratch: &mut [u8],
+) -> Result<()> {
+    if base.len() != size || scratch.is_empty() {
+        return Err(Error::BaseMismatch);
+    }
+    let mut h = Sha256::new();
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(scratch.len() as u64) as usize;
+        let chunk = scratch.get_mut(..n).ok_or(Error::BaseRead)?;
+        base.read(off, chunk)?;
+        h.update(&*chunk);
+        off += n as u64;
+    }
+    let digest: [u8; 32] = h.finalize().into();
+    if &digest != sha256 {
+        return Err(Error::BaseMismatch);
+    }
+    Ok(())
 }

@@ -3,21 +3,25 @@
 use crate::error::{io, Error, Result};
 use otapack_core::decode::SliceDecoder;
 use otapack_core::keys::TrustedKey;
+use otapack_core::patch::BaseImage;
 use otapack_core::verify::{verify_package, Policy};
 use otapack_core::Package;
 use std::io::Write;
 use std::path::Path;
 
-/// Verifies `package` and writes the image to `out`. The image goes to a temporary file
+/// Verifies `package` (a delta package against `base`, the image it applies to) and writes
+/// the image to `out`. The image goes to a temporary file
 /// beside `out`, which is renamed over `out` only after the image digest matched; on any
 /// failure `out` is left as it was and the temporary file is removed.
 pub fn apply_to_file(
     package: &[u8],
     trusted: &[TrustedKey],
     policy: &Policy,
+    base: Option<&[u8]>,
     out: &Path,
 ) -> Result<()> {
     let pkg = Package::parse(package)?;
+    let mut base = base;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -35,6 +39,7 @@ pub fn apply_to_file(
         trusted,
         policy,
         &mut SliceDecoder::new(),
+        base_image(&mut base),
         &mut buf,
         |_, data| {
             w.write_all(data).map_err(|e| {
@@ -60,4 +65,9 @@ pub fn apply_to_file(
         source: e.error,
     })?;
     Ok(())
+}
+
+/// A base image as the core's read trait.
+pub(crate) fn base_image<'a>(base: &'a mut Option<&[u8]>) -> Option<&'a mut dyn BaseImage> {
+    base.as_mut().map(|b| b as &mut dyn BaseImage)
 }

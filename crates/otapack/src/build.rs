@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::keys::SigningKey;
 use otapack_core::package::{assemble, signed_message};
+use otapack_core::patch::PATCH_FORMAT_1;
 use otapack_core::wire::header::HeaderRepr;
 use otapack_core::wire::manifest::{
     Kind, ManifestRepr, MAX_SLICE_LOG2, MIN_SLICE_LOG2, MIN_WINDOW_LOG, SHA256_EMPTY,
@@ -97,7 +98,7 @@ impl BuildOptions {
 }
 
 /// One encoded slice.
-struct Encoded {
+pub(crate) struct Encoded {
     method: Method,
     arg: u64,
     payload: Vec<u8>,
@@ -161,6 +162,78 @@ pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> R
         .par_chunks(slice_size)
         .map(|s| encode_slice(s, opts.zstd_level, window_log))
         .collect::<Result<_>>()?;
+    package(image, None, encoded, opts, keys)
+}
+
+/// Builds a two-slot delta package: `new` rebuilt from `old` (kept intact on the device) and
+/// the package. Each slice is stored the cheapest way among `fill`, `copy` (a range of the old
+/// image), `patch` (bsdiff-style ops against the old image, zstd-compressed), `zstd` and `raw`,
+/// so the package is never larger than the full package of `new` (plus the manifest's base
+/// fields). One suffix sort of `old` serves every slice; each slice's patch is independent
+/// (its old-image cursor starts at 0), so a device can apply slices in any order and resume
+/// at any slice.
+pub fn build_delta(
+    old: &Image,
+    new: &Image,
+    opts: &BuildOptions,
+    keys: &[&SigningKey],
+) -> Result<Vec<u8>> {
+    opts.check()?;
+    if old.data.is_empty() {
+        return Err(Error::Invalid("the old image is empty".into()));
+    }
+    let slice_size = 1usize << opts.slice_log2;
+    let window_log = opts.zstd_window_log.min(opts.slice_log2);
+    let matches = crate::delta::slice_matches(&old.data, &new.data, slice_size)?;
+    let encoded: Vec<Encoded> = new
+        .data
+        .par_chunks(slice_size)
+        .zip(matches.par_iter())
+        .enumerate()
+        .map(|(i, (s, m))| {
+            let mut best = encode_slice(s, opts.zstd_level, window_log)?;
+            if best.method == Method::Fill {
+                return Ok(best);
+            }
+            let start = i * slice_size;
+            if let Some(at) = crate::delta::find_copy(&old.data, s, start, m) {
+                return Ok(Encoded {
+                    method: Method::Copy,
+                    arg: at,
+                    payload: Vec::new(),
+                    slice_sha256: best.slice_sha256,
+                });
+            }
+            if let Some(stream) =
+                crate::delta::patch_stream(&old.data, &new.data, start, s.len(), m)
+            {
+                let payload = zstd_compress(&stream, opts.zstd_level, window_log)?;
+                if payload.len() < best.payload.len()
+                    && crate::delta::patch_rebuilds(&old.data, &payload, window_log, s)
+                {
+                    best = Encoded {
+                        method: Method::Patch,
+                        arg: PATCH_FORMAT_1,
+                        payload,
+                        slice_sha256: best.slice_sha256,
+                    };
+                }
+            }
+            Ok(best)
+        })
+        .collect::<Result<_>>()?;
+    package(new, Some(&old.data), encoded, opts, keys)
+}
+
+/// Hashes, lays out, signs and assembles encoded slices.
+fn package(
+    image: &Image,
+    base: Option<&[u8]>,
+    encoded: Vec<Encoded>,
+    opts: &BuildOptions,
+    keys: &[&SigningKey],
+) -> Result<Vec<u8>> {
+    let window_log = opts.zstd_window_log.min(opts.slice_log2);
 
     let mut slices = Vec::with_capacity(encoded.len());
     let mut payloads = Vec::new();
@@ -181,9 +254,15 @@ pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> R
         });
         payloads.extend_from_slice(&e.payload);
     }
-    let any_zstd = slices.iter().any(|s| s.method == Method::Zstd);
+    let any_zstd = slices
+        .iter()
+        .any(|s| matches!(s.method, Method::Zstd | Method::Patch));
     let manifest = ManifestRepr {
-        kind: Kind::Full,
+        kind: if base.is_some() {
+            Kind::Delta
+        } else {
+            Kind::Full
+        },
         erase_value: opts.erase_value,
         slice_log2: opts.slice_log2,
         zstd_window_log: if any_zstd { window_log } else { 0 },
@@ -193,8 +272,8 @@ pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> R
         load_address: image.load_address,
         image_size: image.data.len() as u64,
         image_sha256: Sha256::digest(&image.data).into(),
-        base_size: 0,
-        base_sha256: [0; 32],
+        base_size: base.map_or(0, |b| b.len() as u64),
+        base_sha256: base.map_or([0; 32], |b| Sha256::digest(b).into()),
         software_version: opts.software_version.clone(),
         software_type: opts.software_type.clone(),
         hardware_versions: opts.hardware_versions.clone(),
@@ -213,7 +292,38 @@ pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> R
     h.update(&manifest);
     let message = signed_message(&h.finalize().into());
     let block = signature_block(&[], keys, &message)?;
-    Ok(assemble(&manifest, &block, &payloads)?)
+    let out = assemble(&manifest, &block, &payloads)?;
+    self_check(&out, base)?;
+    Ok(out)
+}
+
+/// Verifies a freshly built package through the same code a device runs, so the builder never
+/// emits a package a device would refuse (or rebuild wrongly).
+fn self_check(package: &[u8], base: Option<&[u8]>) -> Result<()> {
+    use otapack_core::decode::SliceDecoder;
+    use otapack_core::verify::{verify_package, Policy};
+    let pkg = otapack_core::Package::parse(package)?;
+    let mut buf = vec![0u8; pkg.manifest().slice_size() as usize];
+    let mut base = base;
+    let policy = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    verify_package(
+        &pkg,
+        &[],
+        &policy,
+        &mut SliceDecoder::new(),
+        crate::apply::base_image(&mut base),
+        &mut buf,
+        |_, _| Ok(()),
+    )
+    .map_err(|e| {
+        Error::Invalid(format!(
+            "internal error: the built package does not verify: {e}"
+        ))
+    })?;
+    Ok(())
 }
 
 /// A signature block with `existing` entries followed by one new signature per key. Each new

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod delta;
 pub mod describe;
 pub mod error;
 pub mod image;

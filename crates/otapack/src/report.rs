@@ -40,6 +40,9 @@ pub struct PackageInfo {
     pub load_address: u64,
     pub image_size: u64,
     pub image_sha256: String,
+    /// Delta kinds: the image the package applies to (0 and all-zero for full packages).
+    pub base_size: u64,
+    pub base_sha256: String,
     pub erase_value: u8,
     pub slice_size: u32,
     pub slice_count: u32,
@@ -70,6 +73,8 @@ impl PackageInfo {
             load_address: m.load_address(),
             image_size: m.image_size(),
             image_sha256: hex(&m.image_sha256()),
+            base_size: m.base_size(),
+            base_sha256: hex(&m.base_sha256()),
             erase_value: m.erase_value(),
             slice_size: m.slice_size(),
             slice_count: m.slice_count(),
@@ -131,9 +136,15 @@ pub struct VerifyReport {
     pub package: Option<PackageInfo>,
 }
 
-/// Verifies a package held in memory against trusted keys. Never fails: failures are in the
+/// Verifies a package held in memory against trusted keys (a delta package against `base`,
+/// the image it applies to, which it needs to rebuild its slices). Never fails: failures are in the
 /// report (`ok == false`, `error`).
-pub fn verify(bytes: &[u8], trusted: &[PublicKeyFile], policy: &Policy) -> VerifyReport {
+pub fn verify(
+    bytes: &[u8],
+    trusted: &[PublicKeyFile],
+    policy: &Policy,
+    base: Option<&[u8]>,
+) -> VerifyReport {
     let mut report = VerifyReport {
         ok: false,
         error: None,
@@ -172,11 +183,13 @@ pub fn verify(bytes: &[u8], trusted: &[PublicKeyFile], policy: &Policy) -> Verif
     }
     let mut buf = vec![0u8; pkg.manifest().slice_size() as usize];
     let mut slices = 0u32;
+    let mut base = base;
     let result = verify_package(
         &pkg,
         &keys,
         policy,
         &mut SliceDecoder::new(),
+        crate::apply::base_image(&mut base),
         &mut buf,
         |_, _| {
             slices += 1;

@@ -17,6 +17,7 @@ fn check(pkg: &[u8], trusted: &[TrustedKey]) -> Result<(), Error> {
         trusted,
         &Policy::default(),
         &mut SliceDecoder::new(),
+        None,
         &mut buf,
         |_, _| Ok(()),
     )?;

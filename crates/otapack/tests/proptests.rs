@@ -93,7 +93,7 @@ proptest! {
         let p = Package::parse(&pkg).unwrap();
         let mut buf = vec![0u8; p.manifest().slice_size() as usize];
         let mut out = Vec::new();
-        verify_package(&p, &[pubkey("test-ed25519").key], &Policy::default(), &mut SliceDecoder::new(), &mut buf, |_, d| {
+        verify_package(&p, &[pubkey("test-ed25519").key], &Policy::default(), &mut SliceDecoder::new(), None, &mut buf, |_, d| {
             out.extend_from_slice(d);
             Ok(())
         }).unwrap();

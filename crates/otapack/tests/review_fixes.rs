@@ -74,6 +74,7 @@ fn verify(pkg: &[u8], trusted: &[TrustedKey], policy: &Policy) -> Result<(), Err
         trusted,
         policy,
         &mut SliceDecoder::new(),
+        None,
         &mut buf,
         |_, _| Ok(()),
     )?;

@@ -20,6 +20,7 @@ fn rebuild(pkg: &[u8], trusted: &[TrustedKey], policy: &Policy) -> Result<Vec<u8
         trusted,
         policy,
         &mut SliceDecoder::new(),
+        None,
         &mut buf,
         |off, d| {
             assert_eq!(off, out.len() as u64);
@@ -52,7 +53,7 @@ fn every_key_type_builds_verifies_and_applies_real_firmware() {
             },
             "{name}"
         );
-        let r = report::verify(&pkg, &[pubkey(name)], &Policy::default());
+        let r = report::verify(&pkg, &[pubkey(name)], &Policy::default(), None);
         assert!(r.ok, "{name}: {:?}", r.error);
         assert_eq!(r.valid_trusted_signatures, 1);
         assert_eq!(r.signatures[0].status, "valid");
@@ -66,7 +67,7 @@ fn apply_to_file_writes_only_verified_images() {
     let pkg = small_package(&[&k]);
     let out = dir.path().join("image.bin");
     let trusted = [pubkey("test-ed25519").key];
-    otapack::apply::apply_to_file(&pkg, &trusted, &Policy::default(), &out).unwrap();
+    otapack::apply::apply_to_file(&pkg, &trusted, &Policy::default(), None, &out).unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), mixed_image());
 
     // A corrupt package: no output file, and no temporary left behind.
@@ -75,7 +76,8 @@ fn apply_to_file_writes_only_verified_images() {
     let at = Package::parse(&pkg).unwrap().payload_start() + 5;
     bad[at] ^= 1;
     fix_trailer(&mut bad);
-    let err = otapack::apply::apply_to_file(&bad, &trusted, &Policy::default(), &out2).unwrap_err();
+    let err =
+        otapack::apply::apply_to_file(&bad, &trusted, &Policy::default(), None, &out2).unwrap_err();
     assert!(err.to_string().contains("SHA-256"), "{err}");
     assert!(!out2.exists());
     assert_eq!(
@@ -124,7 +126,7 @@ fn sign_adds_signatures_for_key_rotation() {
     let old = key("test-ed25519");
     let new = key("test-rsa-3072");
     let pkg = small_package(&[&old]);
-    let both = add_signatures(&pkg, &[&new]).unwrap();
+    let both = add_signatures(&pkg, &[&new], None).unwrap();
     // The signed bytes did not change, so the old signature still holds.
     assert_eq!(
         Package::parse(&pkg).unwrap().signed_bytes(),
@@ -153,10 +155,10 @@ fn sign_adds_signatures_for_key_rotation() {
         }
     );
     // The same key twice is refused.
-    let err = add_signatures(&both, &[&old]).unwrap_err();
+    let err = add_signatures(&both, &[&old], None).unwrap_err();
     assert!(err.to_string().contains("already signed"), "{err}");
     // Signing an unsigned package works too.
-    let signed = add_signatures(&small_package(&[]), &[&old]).unwrap();
+    let signed = add_signatures(&small_package(&[]), &[&old], None).unwrap();
     rebuild(&signed, &[pubkey("test-ed25519").key], &Policy::default()).unwrap();
 }
 
@@ -167,7 +169,7 @@ fn sign_refuses_corrupt_packages() {
     let at = Package::parse(&pkg).unwrap().payload_start() + 3;
     bad[at] ^= 0x40;
     fix_trailer(&mut bad);
-    assert!(add_signatures(&bad, &[&key("test-ed25519")]).is_err());
+    assert!(add_signatures(&bad, &[&key("test-ed25519")], None).is_err());
 }
 
 #[test]

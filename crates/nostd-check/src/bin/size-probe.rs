@@ -41,10 +41,18 @@ fn verify(package: &[u8], keys: [&[u8]; 2], buf: &mut [u8]) -> Result<()> {
         allow_unsigned: false,
     };
     let mut decoder = SliceDecoder::new();
-    verify_package(&pkg, &trusted, &policy, &mut decoder, buf, |_, data| {
-        black_box(data);
-        Ok(())
-    })?;
+    verify_package(
+        &pkg,
+        &trusted,
+        &policy,
+        &mut decoder,
+        None,
+        buf,
+        |_, data| {
+            black_box(data);
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

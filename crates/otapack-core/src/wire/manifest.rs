@@ -115,8 +115,8 @@ impl<'a> Manifest<'a> {
             return Err(Error::UnsupportedVersion(version));
         }
         let kind = Kind::from_u8(m.kind_code())?;
-        if kind != Kind::Full {
-            // Reserved for delta support; refused until this reader implements it.
+        if kind == Kind::DeltaInPlace {
+            // Reserved for single-slot in-place updates; refused until implemented.
             return Err(Error::UnsupportedKind(kind as u8));
         }
         let log2 = m.slice_log2();
@@ -180,6 +180,11 @@ impl<'a> Manifest<'a> {
                 what: "full package with a base image",
             });
         }
+        if kind != Kind::Full && (m.base_size() == 0 || m.base_size() > MAX_IMAGE_SIZE) {
+            return Err(Error::Malformed {
+                what: "delta package base_size must be 1..=4294967295",
+            });
+        }
         m.check_records(payload_len)?;
         Ok(m)
     }
@@ -218,7 +223,23 @@ impl<'a> Manifest<'a> {
                     }
                     len > 0 && len < slice_len && rec.arg() == 0
                 }
-                Method::Copy | Method::Patch => return Err(not_allowed),
+                Method::Copy | Method::Patch if self.kind() == Kind::Full => {
+                    return Err(not_allowed)
+                }
+                Method::Copy => {
+                    len == 0
+                        && rec.payload_sha256() == SHA256_EMPTY
+                        && rec
+                            .arg()
+                            .checked_add(slice_len.into())
+                            .is_some_and(|e| e <= self.base_size())
+                }
+                Method::Patch => {
+                    if self.zstd_window_log() == 0 {
+                        return Err(not_allowed);
+                    }
+                    len > 0 && len < slice_len && rec.arg() == crate::patch::PATCH_FORMAT_1
+                }
             };
             if !ok {
                 return Err(Error::Malformed {

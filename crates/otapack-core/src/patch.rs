@@ -1,0 +1,385 @@
+//! The `patch` slice method's op stream (patch format 1), decoded as it streams in.
+//!
+//! A patch rebuilds one slice of the new image from the base (old) image. After its zstd frame is
+//! decoded, the payload is a sequence of ops; an old-image cursor starts at 0:
+//!
+//! | field    | encoding                  | meaning                                              |
+//! |----------|---------------------------|------------------------------------------------------|
+//! | seek     | signed LEB128, zigzag     | `cursor += seek`; the cursor must stay in `0..=base_size` |
+//! | add_len  | unsigned LEB128           | the next `add_len` output bytes are `base[cursor + i] + add[i]` (mod 256); `cursor += add_len` |
+//! | add      | `add_len` bytes           |                                                      |
+//! | copy_len | unsigned LEB128           | the next `copy_len` output bytes are literal         |
+//! | copy     | `copy_len` bytes          |                                                      |
+//!
+//! Every op produces at least one byte (`add_len + copy_len >= 1`), no op may produce more than
+//! the slice still needs, and the stream ends exactly when the slice is complete: a byte after
+//! that, or a stream that ends early, is an error. LEB128 values take at most 10 bytes and must
+//! fit the field (lengths <= the slice length, seeks within the base image). Reads outside the
+//! base image are errors. This is bsdiff's add/extra/seek scheme (as in bidiff), with the seek
+//! moved to the front of each op so a slice needs no initial cursor.
+//!
+//! The decoder is a state machine fed bytes in pieces of any size: it holds one partial varint,
+//! never the patch, and reads the base in small blocks through [`BaseImage`].
+
+use crate::error::{Error, Result};
+
+/// Read access to the base (old) image, e.g. the running slot in flash.
+pub trait BaseImage {
+    /// Size in bytes.
+    fn len(&self) -> u64;
+    /// Fills `buf` from `offset`; the range is within `len()` (callers check).
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl BaseImage for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = usize::try_from(offset).map_err(|_| Error::BaseRead)?;
+        let src = self.get(start..start + buf.len()).ok_or(Error::BaseRead)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// The only patch format defined so far (the record's `arg`).
+pub const PATCH_FORMAT_1: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Seek,
+    AddLen,
+    Add,
+    CopyLen,
+    Copy,
+}
+
+/// Streaming decoder of one slice's op stream into `out`.
+#[derive(Debug)]
+pub struct PatchDecoder {
+    slice: u32,
+    phase: Phase,
+    varint: u64,
+    shift: u32,
+    /// Bytes left in the current add or copy run.
+    run: u64,
+    /// Whether the current op produced output yet (add_len + copy_len >= 1).
+    op_len: u64,
+    cursor: u64,
+    base_len: u64,
+    pos: usize,
+}
+
+impl PatchDecoder {
+    pub fn new(slice: u32, base_len: u64) -> Self {
+        PatchDecoder {
+            slice,
+            phase: Phase::Seek,
+            varint: 0,
+            shift: 0,
+            run: 0,
+            op_len: 0,
+            cursor: 0,
+            base_len,
+            pos: 0,
+        }
+    }
+
+    fn bad(&self) -> Error {
+        Error::Decode { slice: self.slice }
+    }
+
+    /// Accumulates a LEB128 byte; returns the value when complete.
+    fn varint_byte(&mut self, b: u8) -> Result<Option<u64>> {
+        if self.shift >= 64 || (self.shift == 63 && b > 1) {
+            return Err(self.bad());
+        }
+        self.varint |= u64::from(b & 0x7F) << self.shift;
+        self.shift += 7;
+        if b & 0x80 != 0 {
+            return Ok(None);
+        }
+        let v = self.varint;
+        self.varint = 0;
+        self.shift = 0;
+        Ok(Some(v))
+    }
+
+    /// Feeds the next piece of the op stream; output goes to `out` (the whole slice buffer,
+    /// exactly the slice's length).
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        base: &mut dyn BaseImage,
+        out: &mut [u8],
+    ) -> Result<()> {
+        while let Some((&b, rest)) = input.split_first() {
+            let left = (out.len() - self.pos) as u64;
+            match self.phase {
+                Phase::Seek | Phase::AddLen | Phase::CopyLen => {
+                    if self.phase == Phase::Seek && left == 0 {
+                        return Err(self.bad()); // bytes after the slice is complete
+                    }
+                    input = rest;
+                    let Some(v) = self.varint_byte(b)? else {
+                        continue;
+                    };
+                    match self.phase {
+                        Phase::Seek => {
+                            let seek = (v >> 1) as i64 ^ -((v & 1) as i64); // zigzag
+                            let c = i128::from(self.cursor) + i128::from(seek);
+                            if c < 0 || c > i128::from(self.base_len) {
+                                return Err(self.bad());
+                            }
+                            self.cursor = c as u64;
+                            self.op_len = 0;
+                            self.phase = Phase::AddLen;
+                        }
+                        Phase::AddLen => {
+                            let fits_base = self
+                                .cursor
+                                .checked_add(v)
+                                .is_some_and(|e| e <= self.base_len);
+                            if v > left || !fits_base {
+                                return Err(self.bad());
+                            }
+                            self.run = v;
+                            self.op_len = v;
+                            self.phase = Phase::Add;
+                        }
+                        _ => {
+                            if v > left || self.op_len + v == 0 {
+                                return Err(self.bad());
+                            }
+                            self.run = v;
+                            self.phase = Phase::Copy;
+                        }
+                    }
+                    if self.phase == Phase::Add && self.run == 0 {
+                        self.phase = Phase::CopyLen;
+                    }
+                    if self.phase == Phase::Copy && self.run == 0 {
+                        self.phase = Phase::Seek;
+                    }
+                }
+                Phase::Add => {
+                    let n = (self.run as usize).min(input.len()).min(ADD_BLOCK);
+                    let (chunk, rest) = input.split_at(n);
+                    let dst = out.get_mut(self.pos..self.pos + n).ok_or(self.bad())?;
+                    let mut old = [0u8; ADD_BLOCK];
+                    let old = old.get_mut(..n).ok_or(self.bad())?;
+                    base.read(self.cursor, old)?;
+                    for ((d, &o), &a) in dst.iter_mut().zip(old.iter()).zip(chunk) {
+                        *d = o.wrapping_add(a);
+                    }
+                    self.pos += n;
+                    self.cursor += n as u64;
+                    self.run -= n as u64;
+                    input = rest;
+                    if self.run == 0 {
+                        self.phase = Phase::CopyLen;
+                    }
+                }
+                Phase::Copy => {
+                    let n = (self.run as usize).min(input.len());
+                    let (chunk, rest) = input.split_at(n);
+                    out.get_mut(self.pos..self.pos + n)
+                        .ok_or(self.bad())?
+                        .copy_from_slice(chunk);
+                    self.pos += n;
+                    self.run -= n as u64;
+                    input = rest;
+                    if self.run == 0 {
+                        self.phase = Phase::Seek;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the stream ended exactly at the end of the slice.
+    pub fn finish(&self, out_len: usize) -> Result<()> {
+        if self.phase == Phase::Seek && self.shift == 0 && self.pos == out_len {
+            Ok(())
+        } else {
+            Err(self.bad())
+        }
+    }
+}
+
+/// Base bytes read per block while adding (stack buffer).
+const ADD_BLOCK: usize = 256;
+
+/// One op of a patch, for the encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op<'a> {
+    pub seek: i64,
+    pub add: &'a [u8],
+    pub copy: &'a [u8],
+}
+
+/// Encodes ops as a patch-format-1 stream.
+#[cfg(feature = "alloc")]
+pub fn encode(ops: &[Op<'_>]) -> alloc::vec::Vec<u8> {
+    fn uvarint(out: &mut alloc::vec::Vec<u8>, mut v: u64) {
+        loop {
+            let b = (v & 0x7F) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut out = alloc::vec::Vec::new();
+    for op in ops {
+        uvarint(&mut out, ((op.seek << 1) ^ (op.seek >> 63)) as u64);
+        uvarint(&mut out, op.add.len() as u64);
+        out.extend_from_slice(op.add);
+        uvarint(&mut out, op.copy.len() as u64);
+        out.extend_from_slice(op.copy);
+    }
+    out
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+
+    fn apply(stream: &[u8], base: &[u8], len: usize, piece: usize) -> Result<alloc::vec::Vec<u8>> {
+        let mut out = alloc::vec![0u8; len];
+        let mut d = PatchDecoder::new(0, base.len() as u64);
+        let mut b = base;
+        for chunk in stream.chunks(piece.max(1)) {
+            d.feed(chunk, &mut b, &mut out)?;
+        }
+        d.finish(len)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_in_pieces_of_any_size() {
+        let base = b"hello world, hello otapack";
+        let ops = [
+            Op {
+                seek: 6,
+                add: &[0, 0, 0, 0, 0],
+                copy: b"!",
+            }, // "world!"
+            Op {
+                seek: -11,
+                add: &[0, 0, 0, 0, 1],
+                copy: b"",
+            }, // "hellp"
+            Op {
+                seek: 15,
+                add: &[],
+                copy: b" end",
+            }, // literal only
+        ];
+        let stream = encode(&ops);
+        for piece in 1..stream.len() + 1 {
+            assert_eq!(apply(&stream, base, 15, piece).unwrap(), b"world!hellp end");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_range_and_malformed_streams() {
+        let base = [7u8; 16];
+        let enc = |ops: &[Op<'_>]| encode(ops);
+        // Seek before the start or past the end.
+        assert!(apply(
+            &enc(&[Op {
+                seek: -1,
+                add: &[0],
+                copy: &[]
+            }]),
+            &base,
+            1,
+            3
+        )
+        .is_err());
+        assert!(apply(
+            &enc(&[Op {
+                seek: 17,
+                add: &[],
+                copy: &[1]
+            }]),
+            &base,
+            1,
+            3
+        )
+        .is_err());
+        // Add running past the base.
+        assert!(apply(
+            &enc(&[Op {
+                seek: 10,
+                add: &[0; 7],
+                copy: &[]
+            }]),
+            &base,
+            7,
+            3
+        )
+        .is_err());
+        // Empty op.
+        assert!(apply(
+            &enc(&[
+                Op {
+                    seek: 0,
+                    add: &[],
+                    copy: &[]
+                },
+                Op {
+                    seek: 0,
+                    add: &[],
+                    copy: &[1]
+                }
+            ]),
+            &base,
+            1,
+            3
+        )
+        .is_err());
+        // More output than the slice, too little, trailing bytes.
+        assert!(apply(
+            &enc(&[Op {
+                seek: 0,
+                add: &[],
+                copy: &[1, 2]
+            }]),
+            &base,
+            1,
+            3
+        )
+        .is_err());
+        assert!(apply(
+            &enc(&[Op {
+                seek: 0,
+                add: &[],
+                copy: &[1]
+            }]),
+            &base,
+            2,
+            3
+        )
+        .is_err());
+        let mut s = enc(&[Op {
+            seek: 0,
+            add: &[],
+            copy: &[1],
+        }]);
+        s.push(0);
+        assert!(apply(&s, &base, 1, 3).is_err());
+        // An 11-byte varint.
+        assert!(apply(&[0xFF; 11], &base, 1, 3).is_err());
+        // A stream cut inside a varint.
+        assert!(apply(&[0x80], &base, 1, 3).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Matching for delta packages: bidiff's bsdiff-style matches, one suffix sort of the old image
+//! for the whole build, scanned in slice-sized chunks so each slice's matches start from old
+//! cursor 0 and form an independent patch.
+
+use crate::error::{Error, Result};
+use otapack_core::patch::{encode, Op, PatchDecoder};
+
+/// One bsdiff match, in absolute new-image coordinates: `new[add_new..add_new+add_len]` is
+/// `old[add_old..] + diff`, then `new[add_new+add_len..copy_end]` is literal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    pub add_old: usize,
+    pub add_new: usize,
+    pub add_len: usize,
+    pub copy_end: usize,
+}
+
+/// The matches of every slice of `new` against `old`, slice by slice.
+pub fn slice_matches(old: &[u8], new: &[u8], slice_size: usize) -> Result<Vec<Vec<Match>>> {
+    if old.is_empty() {
+        return Err(Error::Invalid("the old image is empty".into()));
+    }
+    let params = bidiff::DiffParams::new(1, Some(slice_size))
+        .map_err(|e| Error::Invalid(format!("diff parameters: {e}")))?;
+    let mut per_slice: Vec<Vec<Match>> = vec![Vec::new(); new.len().div_ceil(slice_size)];
+    bidiff::diff(old, new, &params, |m| {
+        let m = Match {
+            add_old: m.add_old_start,
+            add_new: m.add_new_start,
+            add_len: m.add_length,
+            copy_end: m.copy_end,
+        };
+        // Empty matches carry no bytes (one may sit exactly on a slice boundary).
+        if m.copy_end > m.add_new {
+            if let Some(v) = per_slice.get_mut(m.add_new / slice_size) {
+                v.push(m);
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .map_err(|e| Error::Invalid(format!("diff: {e}")))?;
+    Ok(per_slice)
+}
+
+/// An offset in `old` holding exactly `slice` (the new slice at `start`): the same offset, or
+/// the old range of a match that covers the whole slice.
+pub fn find_copy(old: &[u8], slice: &[u8], start: usize, matches: &[Match]) -> Option<u64> {
+    if old.get(start..start + slice.len()) == Some(slice) {
+        return Some(start as u64);
+    }
+    matches
+        .iter()
+        .filter(|m| m.add_len == slice.len())
+        .find(|m| old.get(m.add_old..m.add_old + slice.len()) == Some(slice))
+        .map(|m| m.add_old as u64)
+}
+
+/// The patch-format-1 op stream rebuilding `new[start..start+len]` from `old`, or `None` when
+/// the matches do not tile the slice exactly.
+pub fn patch_stream(
+    old: &[u8],
+    new: &[u8],
+    start: usize,
+    len: usize,
+    matches: &[Match],
+) -> Option<Vec<u8>> {
+    let end = start + len;
+    let mut diffs: Vec<Vec<u8>> = Vec::with_capacity(matches.len());
+    let mut at = start;
+    for m in matches {
+        if m.add_new != at || m.copy_end > end || m.add_new + m.add_len > m.copy_end {
+            return None;
+        }
+        let newer = new.get(m.add_new..m.add_new + m.add_len)?;
+        let older = old.get(m.add_old..m.add_old + m.add_len)?;
+        diffs.push(
+            newer
+                .iter()
+                .zip(older)
+                .map(|(n, o)| n.wrapping_sub(*o))
+                .collect(),
+        );
+        at = m.copy_end;
+    }
+    if at != end {
+        return None;
+    }
+    let mut cursor: i64 = 0;
+    let mut ops = Vec::with_capacity(matches.len());
+    for (m, diff) in matches.iter().zip(&diffs) {
+        let copy = new.get(m.add_new + m.add_len..m.copy_end)?;
+        if diff.is_empty() && copy.is_empty() {
+            continue;
+        }
+        ops.push(Op {
+            seek: m.add_old as i64 - cursor,
+            add: diff,
+            copy,
+        });
+        cursor = (m.add_old + m.add_len) as i64;
+    }
+    Some(encode(&ops))
+}
+
+/// Whether a zstd-compressed op stream rebuilds `slice` from `old` through the device decoder.
+pub fn patch_rebuilds(old: &[u8], payload: &[u8], window_log: u8, slice: &[u8]) -> bool {
+    let Ok(stream) = zstd::bulk::decompress(payload, 32 * slice.len() + 64) else {
+        return false;
+    };
+    let _ = window_log;
+    let mut out = vec![0u8; slice.len()];
+    let mut d = PatchDecoder::new(0, old.len() as u64);
+    let mut base = old;
+    d.feed(&stream, &mut base, &mut out).is_ok() && d.finish(out.len()).is_ok() && out == slice
+}

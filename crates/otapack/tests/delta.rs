@@ -1,0 +1,357 @@
+//! Delta packages: real firmware pairs, random pairs (proptest), a differential check of the
+//! device patch decoder against `bipatch`, and refusal of the wrong base.
+
+mod common;
+use common::*;
+use otapack::build::{build_delta, build_full};
+use otapack::image::{load, LoadOptions};
+use otapack::otapack_core::decode::SliceDecoder;
+use otapack::otapack_core::keys::TrustedKey;
+use otapack::otapack_core::patch::{encode, BaseImage, Op, PatchDecoder};
+use otapack::otapack_core::verify::{verify_package, Policy};
+use otapack::otapack_core::wire::manifest::Kind;
+use otapack::otapack_core::wire::slice::Method;
+use otapack::otapack_core::{Error, Package};
+use proptest::prelude::*;
+use std::io::Read;
+
+fn apply(
+    pkg: &[u8],
+    base: Option<&[u8]>,
+    trusted: &[TrustedKey],
+    policy: &Policy,
+) -> Result<Vec<u8>, Error> {
+    let p = Package::parse(pkg)?;
+    let mut buf = vec![0u8; p.manifest().slice_size() as usize];
+    let mut out = Vec::new();
+    let mut base = base;
+    let b = base.as_mut().map(|b| b as &mut dyn BaseImage);
+    verify_package(
+        &p,
+        trusted,
+        policy,
+        &mut SliceDecoder::new(),
+        b,
+        &mut buf,
+        |off, d| {
+            assert_eq!(off, out.len() as u64);
+            out.extend_from_slice(d);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+const PAIRS: &[(&str, &str)] = &[
+    (
+        "microbit-micropython-1.0.0.bin",
+        "microbit-micropython-1.0.1.bin",
+    ),
+    ("seabios-1.16.2-bios.bin", "seabios-1.16.3-bios.bin"),
+    (
+        "opensbi-0.9-generic-fw_jump.elf",
+        "opensbi-1.1-generic-fw_jump.elf",
+    ),
+];
+
+#[test]
+fn real_firmware_pairs_round_trip_and_beat_full_packages() {
+    let k = key("test-ed25519");
+    let trusted = [pubkey("test-ed25519").key];
+    for (old, new) in PAIRS {
+        let old = load(
+            &testdata(&format!("firmware/{old}")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let new = load(
+            &testdata(&format!("firmware/{new}")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let delta = build_delta(&old, &new, &options(), &[&k]).unwrap();
+        let full = build_full(&new, &options(), &[&k]).unwrap();
+        assert_eq!(
+            Package::parse(&delta).unwrap().manifest().kind(),
+            Kind::Delta
+        );
+        assert_eq!(
+            apply(&delta, Some(&old.data), &trusted, &Policy::default()).unwrap(),
+            new.data
+        );
+        assert!(
+            delta.len() < full.len(),
+            "{}: delta {} >= full {}",
+            new.data.len(),
+            delta.len(),
+            full.len()
+        );
+        // The wrong base, or none, is refused before anything is produced.
+        assert_eq!(
+            apply(&delta, None, &trusted, &Policy::default()),
+            Err(Error::BaseRequired)
+        );
+        assert_eq!(
+            apply(&delta, Some(&new.data), &trusted, &Policy::default()),
+            Err(Error::BaseMismatch)
+        );
+        let mut flipped = old.data.clone();
+        flipped[100] ^= 1;
+        assert_eq!(
+            apply(&delta, Some(&flipped), &trusted, &Policy::default()),
+            Err(Error::BaseMismatch)
+        );
+    }
+}
+
+#[test]
+fn unchanged_and_moved_slices_become_copies() {
+    let old = noise(7 * 4096, 0x9E37_79B9);
+    // new: slice 0 moved to where slice 2 was, the rest identical.
+    let mut new = old.clone();
+    let s0 = old[..4096].to_vec();
+    new[8192..12288].copy_from_slice(&s0);
+    new[..4096].copy_from_slice(&old[12288..16384]);
+    let mut o = options();
+    o.slice_log2 = 12;
+    o.zstd_window_log = 12;
+    let pkg = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
+    let p = Package::parse(&pkg).unwrap();
+    let copies: Vec<(u32, u64)> = p
+        .manifest()
+        .slices()
+        .filter(|r| r.method() == Method::Copy)
+        .map(|r| (r.index(), r.arg()))
+        .collect();
+    assert!(copies.contains(&(0, 12288)), "{copies:?}");
+    assert!(copies.contains(&(2, 0)), "{copies:?}");
+    assert!(copies.contains(&(3, 12288)), "{copies:?}");
+    let lax = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    assert_eq!(apply(&pkg, Some(&old), &[], &lax).unwrap(), new);
+}
+
+#[test]
+fn empty_old_image_is_refused() {
+    assert!(build_delta(
+        &raw_image(vec![]),
+        &raw_image(vec![1, 2, 3]),
+        &options(),
+        &[]
+    )
+    .is_err());
+}
+
+/// Edits that look like firmware changes: inserted, deleted and replaced runs.
+fn edited(old: Vec<u8>) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let n = old.len();
+    proptest::collection::vec(
+        (
+            0..n.max(1),
+            0usize..64,
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ),
+        0..12,
+    )
+    .prop_map(move |edits| {
+        let mut new = old.clone();
+        for (at, del, ins) in edits {
+            let at = at.min(new.len());
+            let del = del.min(new.len() - at);
+            new.splice(at..at + del, ins);
+        }
+        (old.clone(), new)
+    })
+}
+
+fn pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..20_000).prop_flat_map(edited),
+        (1usize..30_000)
+            .prop_map(|n| (0..n).map(|i| (i % 97) as u8 ^ (i / 700) as u8).collect())
+            .prop_flat_map(edited),
+        (
+            proptest::collection::vec(any::<u8>(), 1..5000),
+            proptest::collection::vec(any::<u8>(), 1..5000)
+        ),
+    ]
+    .prop_filter("new must not be empty", |(_, new)| !new.is_empty())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn delta_round_trips_and_is_never_larger_than_full((old, new) in pair(), log2 in 12u8..=13) {
+        let mut o = options();
+        o.slice_log2 = log2;
+        o.zstd_window_log = log2;
+        let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
+        let full = build_full(&raw_image(new.clone()), &o, &[]).unwrap();
+        let lax = Policy { required_signatures: 0, allow_unsigned: true };
+        prop_assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
+        prop_assert!(delta.len() <= full.len(), "delta {} > full {}", delta.len(), full.len());
+    }
+
+    /// The device decoder gives what bipatch gives, for plain (whole-file) bidiff patches.
+    #[test]
+    fn patch_decoder_matches_bipatch((old, new) in pair(), piece in 1usize..300) {
+        let mut bidiff_patch = Vec::new();
+        bidiff::simple_diff(&old, &new, &mut bidiff_patch).unwrap();
+        let mut by_bipatch = Vec::new();
+        bipatch::Reader::new(&bidiff_patch[..], std::io::Cursor::new(&old[..]))
+            .unwrap()
+            .read_to_end(&mut by_bipatch)
+            .unwrap();
+
+        // Re-encode bidiff's ops (add, copy, seek-after) as patch format 1 (seek-before).
+        let ops = parse_bidiff(&bidiff_patch);
+        let mut seek = 0i64;
+        let mut ours_ops = Vec::new();
+        for (add, copy, next_seek) in &ops {
+            if !add.is_empty() || !copy.is_empty() {
+                ours_ops.push(Op { seek, add, copy });
+                seek = 0;
+            }
+            seek += next_seek;
+        }
+        let stream = encode(&ours_ops);
+        let mut out = vec![0u8; new.len()];
+        let mut d = PatchDecoder::new(0, old.len() as u64);
+        let mut base: &[u8] = &old;
+        for chunk in stream.chunks(piece) {
+            d.feed(chunk, &mut base, &mut out).unwrap();
+        }
+        d.finish(out.len()).unwrap();
+        prop_assert_eq!(&out, &by_bipatch);
+        prop_assert_eq!(out, new);
+    }
+}
+
+/// bidiff wire format: u32 magic, u32 version, then {uvarint add_len, add, uvarint copy_len,
+/// copy, svarint seek}*.
+fn parse_bidiff(p: &[u8]) -> Vec<(&[u8], &[u8], i64)> {
+    fn uvarint(p: &[u8], at: &mut usize) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let b = p[*at];
+            *at += 1;
+            v |= u64::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+    let mut at = 8;
+    let mut ops = Vec::new();
+    while at < p.len() {
+        let n = uvarint(p, &mut at) as usize;
+        let add = &p[at..at + n];
+        at += n;
+        let n = uvarint(p, &mut at) as usize;
+        let copy = &p[at..at + n];
+        at += n;
+        let z = uvarint(p, &mut at);
+        ops.push((add, copy, (z >> 1) as i64 ^ -((z & 1) as i64)));
+    }
+    ops
+}
+
+fn noise(n: usize, mut x: u32) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn small_delta() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut old = noise(4 * 4096, 7);
+    old.extend(vec![0xFF; 4096]);
+    let mut new = old.clone();
+    new[5000..5010].copy_from_slice(b"0123456789");
+    new.splice(9000..9000, b"inserted bytes".iter().copied());
+    let mut o = options();
+    o.slice_log2 = 12;
+    o.zstd_window_log = 12;
+    let pkg = build_delta(
+        &raw_image(old.clone()),
+        &raw_image(new.clone()),
+        &o,
+        &[&key("test-ed25519")],
+    )
+    .unwrap();
+    (old, new, pkg)
+}
+
+#[test]
+fn every_byte_flip_of_a_delta_package_is_rejected() {
+    let (old, new, pkg) = small_delta();
+    let trusted = [pubkey("test-ed25519").key];
+    assert_eq!(
+        apply(&pkg, Some(&old), &trusted, &Policy::default()).unwrap(),
+        new
+    );
+    let methods: Vec<Method> = Package::parse(&pkg)
+        .unwrap()
+        .manifest()
+        .slices()
+        .map(|r| r.method())
+        .collect();
+    assert!(
+        methods.contains(&Method::Patch) && methods.contains(&Method::Copy),
+        "{methods:?}"
+    );
+    for i in 0..pkg.len() {
+        let mut bad = pkg.clone();
+        bad[i] ^= 0x20;
+        assert!(
+            apply(&bad, Some(&old), &trusted, &Policy::default()).is_err(),
+            "flip at {i}"
+        );
+        if i < pkg.len() - 28 {
+            fix_trailer(&mut bad);
+            assert!(
+                apply(&bad, Some(&old), &trusted, &Policy::default()).is_err(),
+                "flip at {i} behind a fixed MD5"
+            );
+        }
+    }
+}
+
+#[test]
+fn delta_records_out_of_range_are_refused_at_parse() {
+    let (_, _, pkg) = small_delta();
+    let p = Package::parse(&pkg).unwrap();
+    let table = 32 + 136 + p.manifest().tlv_len() as usize;
+    for (i, rec) in p.manifest().slices().enumerate() {
+        let at = table + i * 96;
+        let mut bad = pkg.clone();
+        match rec.method() {
+            Method::Copy => {
+                // Copy source past the end of the base image.
+                let arg =
+                    p.manifest().base_size() - u64::from(p.manifest().slice_len(i as u32)) + 1;
+                bad[at + 16..at + 24].copy_from_slice(&arg.to_le_bytes());
+            }
+            Method::Patch => bad[at + 16] = 2, // unknown patch format
+            _ => continue,
+        }
+        fix_trailer(&mut bad);
+        assert!(
+            matches!(Package::parse(&bad), Err(Error::Malformed { .. })),
+            "record {i}"
+        );
+    }
+    // A full package may not use copy or patch: flip the kind of a delta to full.
+    let mut bad = pkg.clone();
+    bad[32 + 2] = 0;
+    fix_trailer(&mut bad);
+    assert!(Package::parse(&bad).is_err());
+}
