@@ -10,6 +10,9 @@ use crate::wire::manifest::Manifest;
 use crate::wire::slice::{Method, SliceRecord};
 use sha2::{Digest, Sha256};
 
+/// Bytes produced per step for `fill` and read per step for `copy` (stack buffers).
+const BLOCK: usize = 256;
+
 /// Reusable decoding state (the zstd decoder keeps its buffers across slices).
 #[derive(Default)]
 pub struct SliceDecoder {
@@ -40,63 +43,101 @@ impl SliceDecoder {
         base: Option<&mut dyn BaseImage>,
         out: &'o mut [u8],
     ) -> Result<&'o [u8]> {
-        let slice = rec.index();
-        let len = manifest.slice_len(slice) as usize;
+        let len = manifest.slice_len(rec.index()) as usize;
         let out = out
             .get_mut(..len)
             .ok_or(Error::BufferTooSmall { needed: len as u64 })?;
+        let mut pos = 0usize;
+        self.decode_to(manifest, rec, payload, base, &mut |chunk| {
+            let dst = out
+                .get_mut(pos..pos + chunk.len())
+                .ok_or(Error::Decode { slice: rec.index() })?;
+            dst.copy_from_slice(chunk);
+            pos += chunk.len();
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Decodes slice `rec` and passes its bytes, in order and in pieces, to `sink`. The payload
+    /// digest is checked before anything is decoded; the slice's length and digest are checked
+    /// over what was produced, and an `Err` means the pieces already passed must be discarded.
+    pub fn decode_to(
+        &mut self,
+        manifest: &Manifest<'_>,
+        rec: &SliceRecord<'_>,
+        payload: &[u8],
+        base: Option<&mut dyn BaseImage>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let slice = rec.index();
+        let bad = Error::Decode { slice };
+        let len = u64::from(manifest.slice_len(slice));
         let payload_digest: [u8; 32] = Sha256::digest(payload).into();
         if payload_digest != rec.payload_sha256() {
             return Err(Error::PayloadDigest { slice });
         }
+        let mut hash = Sha256::new();
+        let mut produced = 0u64;
+        let mut out = |chunk: &[u8]| -> Result<()> {
+            produced += chunk.len() as u64;
+            if produced > len {
+                return Err(bad);
+            }
+            hash.update(chunk);
+            sink(chunk)
+        };
         let window_log = manifest.zstd_window_log();
         match rec.method() {
-            Method::Fill => out.fill(rec.arg() as u8),
+            Method::Fill => {
+                let block = [rec.arg() as u8; BLOCK];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(BLOCK as u64) as usize;
+                    out(block.get(..n).unwrap_or(&[]))?;
+                    left -= n as u64;
+                }
+            }
             Method::Raw => {
-                if payload.len() != out.len() {
-                    return Err(Error::Decode { slice });
+                if payload.len() as u64 != len {
+                    return Err(bad);
                 }
-                out.copy_from_slice(payload);
+                out(payload)?;
             }
-            Method::Zstd => {
-                let mut pos = 0usize;
-                self.zstd(slice, window_log, payload, Some(len as u64), &mut |chunk| {
-                    let dst = out
-                        .get_mut(pos..pos + chunk.len())
-                        .ok_or(Error::Decode { slice })?;
-                    dst.copy_from_slice(chunk);
-                    pos += chunk.len();
-                    Ok(())
-                })?;
-                if pos != len {
-                    return Err(Error::Decode { slice });
-                }
-            }
+            Method::Zstd => self.zstd(slice, window_log, payload, Some(len), &mut out)?,
             Method::Copy => {
                 let base = base.ok_or(Error::BaseRequired)?;
-                let end = rec
-                    .arg()
-                    .checked_add(len as u64)
-                    .ok_or(Error::Decode { slice })?;
+                let end = rec.arg().checked_add(len).ok_or(bad)?;
                 if end > base.len() {
-                    return Err(Error::Decode { slice });
+                    return Err(bad);
                 }
-                base.read(rec.arg(), out)?;
+                let mut block = [0u8; BLOCK];
+                let mut at = rec.arg();
+                while at < end {
+                    let n = (end - at).min(BLOCK as u64) as usize;
+                    let b = block.get_mut(..n).ok_or(bad)?;
+                    base.read(at, b)?;
+                    out(b)?;
+                    at += n as u64;
+                }
             }
             Method::Patch => {
                 let base = base.ok_or(Error::BaseRequired)?;
-                let mut p = PatchDecoder::new(slice, base.len());
-                self.zstd(slice, window_log, payload, None, &mut |chunk| {
-                    p.feed(chunk, base, out)
+                let mut p = PatchDecoder::new(slice, len, base.len());
+                self.zstd(slice, window_log, payload, None, &mut |c| {
+                    p.feed(c, base, &mut out)
                 })?;
-                p.finish(len)?;
+                p.finish()?;
             }
         }
-        let slice_digest: [u8; 32] = Sha256::digest(&*out).into();
+        if produced != len {
+            return Err(bad);
+        }
+        let slice_digest: [u8; 32] = hash.finalize().into();
         if slice_digest != rec.slice_sha256() {
             return Err(Error::SliceDigest { slice });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Decodes one zstd frame, passing the output in pieces to `sink`. `content_size`, when

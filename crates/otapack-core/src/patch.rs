@@ -58,7 +58,7 @@ enum Phase {
     Copy,
 }
 
-/// Streaming decoder of one slice's op stream into `out`.
+/// Streaming decoder of one slice's op stream; output goes to a sink in pieces.
 #[derive(Debug)]
 pub struct PatchDecoder {
     slice: u32,
@@ -67,15 +67,18 @@ pub struct PatchDecoder {
     shift: u32,
     /// Bytes left in the current add or copy run.
     run: u64,
-    /// Whether the current op produced output yet (add_len + copy_len >= 1).
+    /// Bytes the current op produced so far (an op must produce at least one).
     op_len: u64,
     cursor: u64,
     base_len: u64,
-    pos: usize,
+    /// Bytes produced so far, and the slice length.
+    pos: u64,
+    len: u64,
 }
 
 impl PatchDecoder {
-    pub fn new(slice: u32, base_len: u64) -> Self {
+    /// A decoder for slice `slice` of `len` bytes against a base of `base_len` bytes.
+    pub fn new(slice: u32, len: u64, base_len: u64) -> Self {
         PatchDecoder {
             slice,
             phase: Phase::Seek,
@@ -86,6 +89,7 @@ impl PatchDecoder {
             cursor: 0,
             base_len,
             pos: 0,
+            len,
         }
     }
 
@@ -109,16 +113,15 @@ impl PatchDecoder {
         Ok(Some(v))
     }
 
-    /// Feeds the next piece of the op stream; output goes to `out` (the whole slice buffer,
-    /// exactly the slice's length).
+    /// Feeds the next piece of the op stream; produced bytes go to `sink`, in order.
     pub fn feed(
         &mut self,
         mut input: &[u8],
         base: &mut dyn BaseImage,
-        out: &mut [u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         while let Some((&b, rest)) = input.split_first() {
-            let left = (out.len() - self.pos) as u64;
+            let left = self.len - self.pos;
             match self.phase {
                 Phase::Seek | Phase::AddLen | Phase::CopyLen => {
                     if self.phase == Phase::Seek && left == 0 {
@@ -149,34 +152,28 @@ impl PatchDecoder {
                             }
                             self.run = v;
                             self.op_len = v;
-                            self.phase = Phase::Add;
+                            self.phase = if v == 0 { Phase::CopyLen } else { Phase::Add };
                         }
                         _ => {
                             if v > left || self.op_len + v == 0 {
                                 return Err(self.bad());
                             }
                             self.run = v;
-                            self.phase = Phase::Copy;
+                            self.phase = if v == 0 { Phase::Seek } else { Phase::Copy };
                         }
-                    }
-                    if self.phase == Phase::Add && self.run == 0 {
-                        self.phase = Phase::CopyLen;
-                    }
-                    if self.phase == Phase::Copy && self.run == 0 {
-                        self.phase = Phase::Seek;
                     }
                 }
                 Phase::Add => {
                     let n = (self.run as usize).min(input.len()).min(ADD_BLOCK);
                     let (chunk, rest) = input.split_at(n);
-                    let dst = out.get_mut(self.pos..self.pos + n).ok_or(self.bad())?;
-                    let mut old = [0u8; ADD_BLOCK];
-                    let old = old.get_mut(..n).ok_or(self.bad())?;
-                    base.read(self.cursor, old)?;
-                    for ((d, &o), &a) in dst.iter_mut().zip(old.iter()).zip(chunk) {
-                        *d = o.wrapping_add(a);
+                    let mut block = [0u8; ADD_BLOCK];
+                    let block = block.get_mut(..n).ok_or(self.bad())?;
+                    base.read(self.cursor, block)?;
+                    for (o, &a) in block.iter_mut().zip(chunk) {
+                        *o = o.wrapping_add(a);
                     }
-                    self.pos += n;
+                    sink(block)?;
+                    self.pos += n as u64;
                     self.cursor += n as u64;
                     self.run -= n as u64;
                     input = rest;
@@ -187,10 +184,8 @@ impl PatchDecoder {
                 Phase::Copy => {
                     let n = (self.run as usize).min(input.len());
                     let (chunk, rest) = input.split_at(n);
-                    out.get_mut(self.pos..self.pos + n)
-                        .ok_or(self.bad())?
-                        .copy_from_slice(chunk);
-                    self.pos += n;
+                    sink(chunk)?;
+                    self.pos += n as u64;
                     self.run -= n as u64;
                     input = rest;
                     if self.run == 0 {
@@ -203,8 +198,8 @@ impl PatchDecoder {
     }
 
     /// Checks the stream ended exactly at the end of the slice.
-    pub fn finish(&self, out_len: usize) -> Result<()> {
-        if self.phase == Phase::Seek && self.shift == 0 && self.pos == out_len {
+    pub fn finish(&self) -> Result<()> {
+        if self.phase == Phase::Seek && self.shift == 0 && self.pos == self.len {
             Ok(())
         } else {
             Err(self.bad())
@@ -253,13 +248,17 @@ mod tests {
     use super::*;
 
     fn apply(stream: &[u8], base: &[u8], len: usize, piece: usize) -> Result<alloc::vec::Vec<u8>> {
-        let mut out = alloc::vec![0u8; len];
-        let mut d = PatchDecoder::new(0, base.len() as u64);
+        let mut out = alloc::vec::Vec::new();
+        let mut d = PatchDecoder::new(0, len as u64, base.len() as u64);
         let mut b = base;
         for chunk in stream.chunks(piece.max(1)) {
-            d.feed(chunk, &mut b, &mut out)?;
+            d.feed(chunk, &mut b, &mut |p| {
+                out.extend_from_slice(p);
+                Ok(())
+            })?;
         }
-        d.finish(len)?;
+        d.finish()?;
+        assert_eq!(out.len(), len);
         Ok(out)
     }
 

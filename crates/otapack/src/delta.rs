@@ -108,8 +108,12 @@ pub fn patch_rebuilds(old: &[u8], payload: &[u8], window_log: u8, slice: &[u8]) 
         return false;
     };
     let _ = window_log;
-    let mut out = vec![0u8; slice.len()];
-    let mut d = PatchDecoder::new(0, old.len() as u64);
+    let mut out = Vec::with_capacity(slice.len());
+    let mut d = PatchDecoder::new(0, slice.len() as u64, old.len() as u64);
     let mut base = old;
-    d.feed(&stream, &mut base, &mut out).is_ok() && d.finish(out.len()).is_ok() && out == slice
+    let mut sink = |p: &[u8]| {
+        out.extend_from_slice(p);
+        Ok(())
+    };
+    d.feed(&stream, &mut base, &mut sink).is_ok() && d.finish().is_ok() && out == slice
 }

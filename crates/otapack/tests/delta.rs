@@ -218,13 +218,17 @@ proptest! {
             seek += next_seek;
         }
         let stream = encode(&ours_ops);
-        let mut out = vec![0u8; new.len()];
-        let mut d = PatchDecoder::new(0, old.len() as u64);
+        let mut out = Vec::new();
+        let mut d = PatchDecoder::new(0, new.len() as u64, old.len() as u64);
         let mut base: &[u8] = &old;
         for chunk in stream.chunks(piece) {
-            d.feed(chunk, &mut base, &mut out).unwrap();
+            d.feed(chunk, &mut base, &mut |p| {
+                out.extend_from_slice(p);
+                Ok(())
+            })
+            .unwrap();
         }
-        d.finish(out.len()).unwrap();
+        d.finish().unwrap();
         prop_assert_eq!(&out, &by_bipatch);
         prop_assert_eq!(out, new);
     }
