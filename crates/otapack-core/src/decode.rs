@@ -185,7 +185,7 @@ impl SliceDecoder {
         let mut chunk = [0u8; 1024];
         loop {
             let finished = dec
-                .decode_blocks(&mut src, BlockDecodingStrategy::UptoBytes(16 * 1024))
+                .decode_blocks(&mut src, BlockDecodingStrategy::UptoBlocks(1))
                 .map_err(|_| bad)?;
             loop {
                 let n = dec.read(&mut chunk).map_err(|_| bad)?;

@@ -65,6 +65,8 @@ pub enum Error {
     BaseMismatch,
     /// Reading the base image failed.
     BaseRead,
+    /// The destination slot is smaller than the image (or than the flash's address range).
+    SlotTooSmall,
 }
 
 impl fmt::Display for Error {
@@ -133,6 +135,7 @@ impl fmt::Display for Error {
                 "the base image is not the one this delta package applies to"
             ),
             BaseRead => write!(f, "reading the base image failed"),
+            SlotTooSmall => write!(f, "the destination slot is too small for the image"),
         }
     }
 }

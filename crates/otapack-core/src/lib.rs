@@ -23,6 +23,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod apply;
 pub mod decode;
 pub mod error;
 pub mod keys;

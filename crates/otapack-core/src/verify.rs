@@ -44,6 +44,65 @@ pub struct SignatureSummary {
     pub untrusted: u8,
 }
 
+/// Counts signature statuses entry by entry and applies the policy at the end. Shared by
+/// [`check_signatures`] (a package in memory) and the streaming applier.
+#[derive(Debug, Clone, Default)]
+pub struct SignatureTally {
+    sum: SignatureSummary,
+    /// Key material of the valid signatures so far: one key counts once, whatever its ids.
+    seen: [[u8; 32]; MAX_SIGNATURES],
+}
+
+impl SignatureTally {
+    /// Records one entry's status; an invalid or mismatched signature from a trusted key fails
+    /// at once.
+    pub fn add(
+        &mut self,
+        key_id: &[u8; 32],
+        status: SignatureStatus,
+        key: Option<&TrustedKey>,
+    ) -> Result<()> {
+        self.sum.total = self.sum.total.saturating_add(1);
+        match status {
+            SignatureStatus::Valid => {
+                let material = key.map(|k| k.material_id()).unwrap_or_default();
+                let valid = usize::from(self.sum.valid);
+                if !self.seen.get(..valid).unwrap_or(&[]).contains(&material) {
+                    if let Some(slot) = self.seen.get_mut(valid) {
+                        *slot = material;
+                    }
+                    self.sum.valid = self.sum.valid.saturating_add(1);
+                }
+            }
+            SignatureStatus::Untrusted => self.sum.untrusted = self.sum.untrusted.saturating_add(1),
+            SignatureStatus::Invalid => return Err(Error::BadSignature { key_id: *key_id }),
+            SignatureStatus::AlgorithmMismatch => {
+                return Err(Error::AlgorithmMismatch { key_id: *key_id })
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the policy to what was counted.
+    pub fn finish(&self, policy: &Policy) -> Result<SignatureSummary> {
+        let sum = self.sum;
+        if policy.allow_unsigned {
+            return Ok(sum);
+        }
+        if sum.total == 0 {
+            return Err(Error::Unsigned);
+        }
+        let required = policy.required_signatures.max(1);
+        if sum.valid < required {
+            return Err(Error::NotEnoughTrustedSignatures {
+                required,
+                found: sum.valid,
+            });
+        }
+        Ok(sum)
+    }
+}
+
 /// Checks the signature block against the trusted keys and the policy.
 pub fn check_signatures(
     pkg: &Package<'_>,
@@ -51,50 +110,12 @@ pub fn check_signatures(
     policy: &Policy,
 ) -> Result<SignatureSummary> {
     let message = pkg.signed_message();
-    let mut sum = SignatureSummary::default();
-    // Key material of the valid signatures so far: one key counts once, whatever its ids.
-    let mut seen = [[0u8; 32]; MAX_SIGNATURES];
+    let mut tally = SignatureTally::default();
     for entry in pkg.signatures().entries() {
-        sum.total = sum.total.saturating_add(1);
         let (status, key) = check_entry(&entry, &message, trusted);
-        match status {
-            SignatureStatus::Valid => {
-                let material = key.map(|k| k.material_id()).unwrap_or_default();
-                let known = seen.get(..usize::from(sum.valid)).unwrap_or(&[]);
-                if !known.contains(&material) {
-                    if let Some(slot) = seen.get_mut(usize::from(sum.valid)) {
-                        *slot = material;
-                    }
-                    sum.valid = sum.valid.saturating_add(1);
-                }
-            }
-            SignatureStatus::Untrusted => sum.untrusted = sum.untrusted.saturating_add(1),
-            SignatureStatus::Invalid => {
-                return Err(Error::BadSignature {
-                    key_id: entry.key_id,
-                })
-            }
-            SignatureStatus::AlgorithmMismatch => {
-                return Err(Error::AlgorithmMismatch {
-                    key_id: entry.key_id,
-                })
-            }
-        }
+        tally.add(&entry.key_id, status, key)?;
     }
-    if policy.allow_unsigned {
-        return Ok(sum);
-    }
-    if sum.total == 0 {
-        return Err(Error::Unsigned);
-    }
-    let required = policy.required_signatures.max(1);
-    if sum.valid < required {
-        return Err(Error::NotEnoughTrustedSignatures {
-            required,
-            found: sum.valid,
-        });
-    }
-    Ok(sum)
+    tally.finish(policy)
 }
 
 /// Verifies a whole package and passes every verified slice, in image order, to

@@ -1,70 +1,87 @@
-//! Host-side apply: rebuild the image from a package, and write it only once all of it verified.
+//! Host-side apply: the device applier (`otapack_core::apply`) run on a simulated NOR flash,
+//! so `otapack apply` exercises exactly what a bootloader runs. The image file is written only
+//! after the applier finished with every check passed.
 
-use crate::error::{io, Error, Result};
-use otapack_core::decode::SliceDecoder;
+use crate::error::Result;
+use crate::sim::SimFlash;
+use otapack_core::apply::Applier;
 use otapack_core::keys::TrustedKey;
 use otapack_core::patch::BaseImage;
-use otapack_core::verify::{verify_package, Policy};
+use otapack_core::verify::{Policy, SignatureSummary};
+use otapack_core::wire::header::HEADER_LEN;
 use otapack_core::Package;
-use std::io::Write;
 use std::path::Path;
 
-/// Verifies `package` (a delta package against `base`, the image it applies to) and writes
-/// the image to `out`. The image goes to a temporary file
-/// beside `out`, which is renamed over `out` only after the image digest matched; on any
-/// failure `out` is left as it was and the temporary file is removed.
+/// The flash the host applier writes to: 4-byte program units, 4 KiB sectors.
+pub type HostFlash = SimFlash<4, 4096>;
+
+/// What one streaming apply did.
+#[derive(Debug)]
+pub struct Applied {
+    pub image: Vec<u8>,
+    pub flash: HostFlash,
+    pub signatures: SignatureSummary,
+}
+
+/// Runs the device applier over `package`, pushed in pieces of `chunk` bytes, into a fresh
+/// simulated flash sized for the image; `base` is the image a delta package applies to.
+pub fn apply_streaming(
+    package: &[u8],
+    trusted: &[TrustedKey],
+    policy: &Policy,
+    base: Option<&[u8]>,
+    chunk: usize,
+) -> Result<Applied> {
+    // Buffer sizes, as a device would size them from the header and manifest.
+    let header = package
+        .get(..HEADER_LEN)
+        .ok_or(otapack_core::Error::Truncated { what: "header" })?;
+    let mut manifest_buf = vec![0u8; Applier::<&mut HostFlash>::manifest_buffer_len(header)?];
+    let pkg = Package::parse(package)?;
+    let m = pkg.manifest();
+    let mut payload_buf = vec![0u8; Applier::<&mut HostFlash>::payload_buffer_len(&m).max(4096)];
+    let mut write_buf = [0u8; 256];
+    let image_size = m.image_size() as usize;
+    let mut flash = HostFlash::new(image_size);
+    let mut base = base;
+    let base = base.as_mut().map(|b| b as &mut dyn BaseImage);
+    let mut applier = Applier::new(
+        trusted,
+        *policy,
+        &mut flash,
+        base,
+        &mut manifest_buf,
+        &mut payload_buf,
+        &mut write_buf,
+    )?;
+    for piece in package.chunks(chunk.max(1)) {
+        applier.push(piece)?;
+    }
+    let signatures = applier.finish()?;
+    let image = flash
+        .data
+        .get(..image_size)
+        .ok_or(otapack_core::Error::SlotTooSmall)?
+        .to_vec();
+    Ok(Applied {
+        image,
+        flash,
+        signatures,
+    })
+}
+
+/// Applies `package` (a delta package against `base`, the image it applies to) and writes the
+/// image to `out`, atomically, only after every check passed; on failure `out` is untouched.
 pub fn apply_to_file(
     package: &[u8],
     trusted: &[TrustedKey],
     policy: &Policy,
     base: Option<&[u8]>,
     out: &Path,
-) -> Result<()> {
-    let pkg = Package::parse(package)?;
-    let mut base = base;
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".otapack-apply-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    let mut w = std::io::BufWriter::new(tmp);
-    let mut write_err: Option<std::io::Error> = None;
-    let mut buf = vec![0u8; pkg.manifest().slice_size() as usize];
-    let result = verify_package(
-        &pkg,
-        trusted,
-        policy,
-        &mut SliceDecoder::new(),
-        base_image(&mut base),
-        &mut buf,
-        |_, data| {
-            w.write_all(data).map_err(|e| {
-                write_err = Some(e);
-                otapack_core::Error::Output
-            })
-        },
-    );
-    if let Some(e) = write_err {
-        return Err(Error::Io {
-            path: out.to_path_buf(),
-            source: e,
-        });
-    }
-    result?;
-    let tmp = w.into_inner().map_err(|e| Error::Io {
-        path: out.to_path_buf(),
-        source: e.into_error(),
-    })?;
-    tmp.as_file().sync_all().map_err(io(out))?;
-    tmp.persist(out).map_err(|e| Error::Io {
-        path: out.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+) -> Result<Applied> {
+    let applied = apply_streaming(package, trusted, policy, base, 64 * 1024)?;
+    crate::write_atomic(out, &applied.image)?;
+    Ok(applied)
 }
 
 /// A base image as the core's read trait.

@@ -14,6 +14,7 @@ pub mod image;
 pub mod keys;
 pub mod report;
 pub mod sign;
+pub mod sim;
 
 pub use error::{Error, Result};
 pub use otapack_core;

@@ -263,8 +263,22 @@ impl<'a> Manifest<'a> {
         Ok(())
     }
 
+    /// Wraps bytes already checked by `new_checked` (accessors never panic either way).
+    pub(crate) fn new_unchecked(buf: &'a [u8]) -> Self {
+        Manifest { buf }
+    }
     pub fn as_bytes(&self) -> &'a [u8] {
         self.buf
+    }
+    /// Record `i` (checked at construction), in O(1).
+    pub fn slice(&self, i: u32) -> Option<SliceRecord<'a>> {
+        if i >= self.slice_count() {
+            return None;
+        }
+        let at = FIXED_LEN + self.tlv_len() as usize + i as usize * RECORD_LEN;
+        self.buf
+            .get(at..at + RECORD_LEN)
+            .map(SliceRecord::new_unchecked)
     }
     fn kind_code(&self) -> u8 {
         self.buf.get(field::KIND).copied().unwrap_or(0xFF)

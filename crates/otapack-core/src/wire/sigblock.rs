@@ -61,7 +61,7 @@ impl Algorithm {
             Algorithm::Unknown(_) => "unknown",
         }
     }
-    fn sig_len_ok(self, len: usize) -> bool {
+    pub(crate) fn sig_len_ok(self, len: usize) -> bool {
         match self {
             Algorithm::Ed25519 => len == 64,
             Algorithm::RsaPkcs1v15Sha256 | Algorithm::RsaPssSha256 => {

@@ -1,0 +1,619 @@
+//! The device applier: a package pushed in chunks of any size (as a download arrives, or read
+//! back from a staging partition) becomes the new image in a destination slot on NOR flash, in
+//! bounded RAM. All state lives in the caller-owned [`Applier`] (no globals), so a C bootloader
+//! can drive it through a C API.
+//!
+//! RAM: three caller-provided buffers and the codec's window, never anything proportional to the
+//! image or the slice count:
+//!
+//! | buffer     | size                                                      | holds |
+//! |------------|-----------------------------------------------------------|-------|
+//! | `manifest` | >= 32 + `manifest_len` ([`Applier::manifest_buffer_len`]) | header and manifest, until the signatures are checked, then the slice records |
+//! | `payload`  | >= the largest slice payload ([`Applier::payload_buffer_len`], at most the slice size) | one slice payload, whose SHA-256 is checked before it is decoded |
+//! | `write`    | a non-zero multiple of the flash's `WRITE_SIZE`            | flash programming |
+//!
+//! plus the zstd decoder's heap (about 6 x the manifest's window with ruzstd) when a slice is
+//! `zstd` or `patch`.
+//!
+//! What is checked before what:
+//!
+//! | step | input consumed                 | checked before going on                                       | flash |
+//! |------|--------------------------------|---------------------------------------------------------------|-------|
+//! | 1    | header (32 bytes)              | magic, version, lengths; manifest fits the buffer             | untouched |
+//! | 2    | manifest                       | every manifest rule; largest payload fits the buffer; image fits the slot | untouched |
+//! | 3    | signature block                | each signature from a trusted key verifies; the policy holds  | untouched |
+//! | 4    | (none)                         | delta kinds: base image size and SHA-256                      | untouched |
+//! | 5    | each slice payload, in order   | payload SHA-256 (against the signed manifest), *then* decode  | the slice is written as it decodes; its SHA-256 is checked at its end |
+//! | 6    | trailer (28 bytes)             | whole-image SHA-256, trailer MD5 over all bytes before it     | the last partial write block is flushed |
+//!
+//! Nothing reaches flash before the manifest is authenticated and the slice's payload matched
+//! its signed digest. A slice whose decoded output then fails its digest (a decoder fault) stops
+//! the update with an error; the destination slot must not be activated unless
+//! [`Applier::finish`] returned `Ok` (two-slot updates: the running image is never touched).
+
+use crate::decode::SliceDecoder;
+use crate::error::{Error, Result};
+use crate::keys::{check_entry, TrustedKey};
+use crate::package::signed_message;
+use crate::patch::BaseImage;
+use crate::verify::{check_base, Policy, SignatureSummary, SignatureTally};
+use crate::wire::header::{Header, HEADER_LEN};
+use crate::wire::manifest::{Kind, Manifest};
+use crate::wire::sigblock::{
+    Algorithm, SignatureEntry, BLOCK_HEAD_LEN, ENTRY_HEAD_LEN, MAX_SIGNATURES,
+};
+use crate::wire::trailer::{Trailer, TRAILER_LEN};
+use crate::wire::{digest_at, le_u16};
+use embedded_storage::nor_flash::NorFlash;
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+/// The longest signature this applier checks (RSA-4096).
+const MAX_SIG_LEN: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Header,
+    Manifest,
+    SigHead,
+    EntryHead,
+    /// Buffering a signature to check (true) or skipping an untrusted one (false).
+    EntryBody(bool),
+    Payload,
+    Trailer,
+    Done,
+    Failed(Error),
+}
+
+/// Where the applier is, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Package bytes consumed so far.
+    pub consumed: u64,
+    /// Slices written and verified so far, of `slice_count`.
+    pub slices_done: u32,
+    pub slice_count: u32,
+}
+
+impl Progress {
+    /// 0-100, by slices written (0 until the manifest is known).
+    pub fn percent(&self) -> u8 {
+        if self.slice_count == 0 {
+            return 0;
+        }
+        (u64::from(self.slices_done) * 100 / u64::from(self.slice_count)) as u8
+    }
+}
+
+/// Streams a package into a destination slot. See the module documentation.
+pub struct Applier<'a, F: NorFlash> {
+    trusted: &'a [TrustedKey],
+    policy: Policy,
+    manifest_buf: &'a mut [u8],
+    payload_buf: &'a mut [u8],
+    write_buf: &'a mut [u8],
+    flash: F,
+    base: Option<&'a mut dyn BaseImage>,
+    decoder: SliceDecoder,
+
+    step: Step,
+    /// Bytes gathered for the current step (header, manifest, entry head, payload, trailer).
+    have: usize,
+    consumed: u64,
+    manifest_len: usize,
+    payload_len: u32,
+    md5: Md5,
+    /// Bytes fed to the MD5: everything before the trailer.
+    md5_len: u64,
+    image: Sha256,
+    tally: SignatureTally,
+    summary: SignatureSummary,
+    message: [u8; 64],
+    sig_count: usize,
+    sig_index: usize,
+    seen_ids: [[u8; 32]; MAX_SIGNATURES],
+    entry_head: [u8; ENTRY_HEAD_LEN],
+    entry_len: usize,
+    sig: [u8; MAX_SIG_LEN],
+    trailer: [u8; TRAILER_LEN],
+    slice: u32,
+    slice_count: u32,
+    out: FlashOut,
+}
+
+/// Programs the destination slot sequentially through the write buffer, erasing each sector
+/// the first time it is touched.
+#[derive(Debug, Default)]
+struct FlashOut {
+    /// Image bytes accepted so far (written or in the write buffer).
+    pos: u64,
+    /// Bytes in the write buffer.
+    fill: usize,
+    /// Everything below this offset is erased (or already written).
+    erased_to: u64,
+}
+
+impl FlashOut {
+    fn put<F: NorFlash>(&mut self, flash: &mut F, wbuf: &mut [u8], mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let room = wbuf.len() - self.fill;
+            let n = room.min(data.len());
+            let (head, rest) = data.split_at(n);
+            wbuf.get_mut(self.fill..self.fill + n)
+                .ok_or(Error::Output)?
+                .copy_from_slice(head);
+            self.fill += n;
+            self.pos += n as u64;
+            data = rest;
+            if self.fill == wbuf.len() {
+                self.program(flash, wbuf, wbuf.len())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the first `len` bytes of the write buffer at the block's place.
+    fn program<F: NorFlash>(&mut self, flash: &mut F, wbuf: &mut [u8], len: usize) -> Result<()> {
+        let at = self.pos - self.fill as u64;
+        let end = at + len as u64;
+        if end > flash.capacity() as u64 {
+            return Err(Error::SlotTooSmall);
+        }
+        while self.erased_to < end {
+            let from = u32::try_from(self.erased_to).map_err(|_| Error::SlotTooSmall)?;
+            let to = from
+                .checked_add(F::ERASE_SIZE as u32)
+                .ok_or(Error::SlotTooSmall)?;
+            flash.erase(from, to).map_err(|_| Error::Output)?;
+            self.erased_to = u64::from(to);
+        }
+        let at32 = u32::try_from(at).map_err(|_| Error::SlotTooSmall)?;
+        flash
+            .write(at32, wbuf.get(..len).ok_or(Error::Output)?)
+            .map_err(|_| Error::Output)?;
+        self.fill = 0;
+        Ok(())
+    }
+
+    /// Pads the last block with the erase value to the write size and programs it.
+    fn flush<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        wbuf: &mut [u8],
+        erase_value: u8,
+    ) -> Result<()> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        let len = self.fill.div_ceil(F::WRITE_SIZE) * F::WRITE_SIZE;
+        wbuf.get_mut(self.fill..len)
+            .ok_or(Error::Output)?
+            .fill(erase_value);
+        self.program(flash, wbuf, len)
+    }
+}
+
+impl<'a, F: NorFlash> Applier<'a, F> {
+    /// An applier writing the image at offset 0 of `flash` (the destination slot). `base` is the
+    /// image a delta package applies to (the running slot), if any.
+    pub fn new(
+        trusted: &'a [TrustedKey],
+        policy: Policy,
+        flash: F,
+        base: Option<&'a mut dyn BaseImage>,
+        manifest_buf: &'a mut [u8],
+        payload_buf: &'a mut [u8],
+        write_buf: &'a mut [u8],
+    ) -> Result<Self> {
+        if write_buf.is_empty()
+            || F::WRITE_SIZE == 0
+            || !write_buf.len().is_multiple_of(F::WRITE_SIZE)
+        {
+            return Err(Error::BufferTooSmall {
+                needed: F::WRITE_SIZE as u64,
+            });
+        }
+        if F::ERASE_SIZE == 0
+            || write_buf.len() > F::ERASE_SIZE && !write_buf.len().is_multiple_of(F::ERASE_SIZE)
+        {
+            return Err(Error::BufferTooSmall {
+                needed: F::ERASE_SIZE as u64,
+            });
+        }
+        if manifest_buf.len() < HEADER_LEN {
+            return Err(Error::BufferTooSmall {
+                needed: HEADER_LEN as u64,
+            });
+        }
+        Ok(Applier {
+            trusted,
+            policy,
+            manifest_buf,
+            payload_buf,
+            write_buf,
+            flash,
+            base,
+            decoder: SliceDecoder::new(),
+            step: Step::Header,
+            have: 0,
+            consumed: 0,
+            manifest_len: 0,
+            payload_len: 0,
+            md5: Md5::new(),
+            md5_len: 0,
+            image: Sha256::new(),
+            tally: SignatureTally::default(),
+            summary: SignatureSummary::default(),
+            message: [0; 64],
+            sig_count: 0,
+            sig_index: 0,
+            seen_ids: [[0; 32]; MAX_SIGNATURES],
+            entry_head: [0; ENTRY_HEAD_LEN],
+            entry_len: 0,
+            sig: [0; MAX_SIG_LEN],
+            trailer: [0; TRAILER_LEN],
+            slice: 0,
+            slice_count: 0,
+            out: FlashOut::default(),
+        })
+    }
+
+    /// Bytes the manifest buffer needs for a package whose header is `header` (32 bytes).
+    pub fn manifest_buffer_len(header: &[u8]) -> Result<usize> {
+        let h = Header::new_checked(header)?;
+        Ok(HEADER_LEN + h.manifest_len() as usize)
+    }
+
+    /// Bytes the payload buffer needs for this manifest (its largest payload).
+    pub fn payload_buffer_len(manifest: &Manifest<'_>) -> usize {
+        manifest
+            .slices()
+            .map(|r| r.payload_len() as usize)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            consumed: self.consumed,
+            slices_done: self.slice,
+            slice_count: self.slice_count,
+        }
+    }
+
+    /// The manifest, once it has been received (authenticated once past the signatures).
+    pub fn manifest(&self) -> Option<Manifest<'_>> {
+        if matches!(self.step, Step::Header | Step::Manifest) || self.manifest_len == 0 {
+            return None;
+        }
+        let bytes = self
+            .manifest_buf
+            .get(HEADER_LEN..HEADER_LEN + self.manifest_len)?;
+        Some(Manifest::new_unchecked(bytes))
+    }
+
+    /// Consumes the next piece of the package. After an error every further call returns it.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        if let Step::Failed(e) = self.step {
+            return Err(e);
+        }
+        match self.push_inner(chunk) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.step = Step::Failed(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the update: `Ok` only if the whole package arrived and every check passed, and the
+    /// image is completely written. Only then may the slot be activated.
+    pub fn finish(mut self) -> Result<SignatureSummary> {
+        match self.step {
+            Step::Done => {
+                let erase_value = self.erase_value();
+                self.out
+                    .flush(&mut self.flash, self.write_buf, erase_value)?;
+                Ok(self.summary)
+            }
+            Step::Failed(e) => Err(e),
+            _ => Err(Error::Truncated { what: "package" }),
+        }
+    }
+
+    fn erase_value(&self) -> u8 {
+        self.manifest().map_or(0xFF, |m| m.erase_value())
+    }
+
+    /// Copies up to `want - have` bytes of `input` into `dst[have..want]`; returns the rest.
+    fn gather<'i>(
+        dst: &mut [u8],
+        have: &mut usize,
+        want: usize,
+        input: &'i [u8],
+    ) -> Result<&'i [u8]> {
+        let n = (want - *have).min(input.len());
+        let (head, rest) = input.split_at(n);
+        dst.get_mut(*have..*have + n)
+            .ok_or(Error::Malformed { what: "buffer" })?
+            .copy_from_slice(head);
+        *have += n;
+        Ok(rest)
+    }
+
+    fn push_inner(&mut self, mut input: &[u8]) -> Result<()> {
+        while !input.is_empty() {
+            let start = input;
+            let step = self.step;
+            match step {
+                Step::Header => {
+                    input = Self::gather(self.manifest_buf, &mut self.have, HEADER_LEN, input)?;
+                    if self.have == HEADER_LEN {
+                        self.on_header()?;
+                    }
+                }
+                Step::Manifest => {
+                    let want = HEADER_LEN + self.manifest_len;
+                    input = Self::gather(self.manifest_buf, &mut self.have, want, input)?;
+                    if self.have == want {
+                        self.on_manifest()?;
+                    }
+                }
+                Step::SigHead => {
+                    input =
+                        Self::gather(&mut self.entry_head, &mut self.have, BLOCK_HEAD_LEN, input)?;
+                    if self.have == BLOCK_HEAD_LEN {
+                        self.on_sig_head()?;
+                    }
+                }
+                Step::EntryHead => {
+                    input =
+                        Self::gather(&mut self.entry_head, &mut self.have, ENTRY_HEAD_LEN, input)?;
+                    if self.have == ENTRY_HEAD_LEN {
+                        self.on_entry_head()?;
+                    }
+                }
+                Step::EntryBody(check) => {
+                    if check {
+                        input = Self::gather(&mut self.sig, &mut self.have, self.entry_len, input)?;
+                    } else {
+                        let n = (self.entry_len - self.have).min(input.len());
+                        self.have += n;
+                        input = input.get(n..).unwrap_or(&[]);
+                    }
+                    if self.have == self.entry_len {
+                        self.on_entry_body(check)?;
+                    }
+                }
+                Step::Payload => {
+                    let want = self.current_payload_len();
+                    input = Self::gather(self.payload_buf, &mut self.have, want, input)?;
+                    if self.have == want {
+                        self.on_payload()?;
+                    }
+                }
+                Step::Trailer => {
+                    input = Self::gather(&mut self.trailer, &mut self.have, TRAILER_LEN, input)?;
+                    if self.have == TRAILER_LEN {
+                        self.on_trailer()?;
+                    }
+                }
+                Step::Done => {
+                    return Err(Error::LengthMismatch {
+                        what: "package",
+                        expected: self.consumed,
+                        actual: self.consumed + input.len() as u64,
+                    })
+                }
+                Step::Failed(e) => return Err(e),
+            }
+            let used = start.len() - input.len();
+            if step != Step::Trailer {
+                // The trailer's MD5 covers every byte before the trailer.
+                self.md5.update(start.get(..used).unwrap_or(&[]));
+                self.md5_len += used as u64;
+            }
+            self.consumed += used as u64;
+            // A payload-less slice (fill, copy) or the end of the payloads needs no input.
+            while self.step == Step::Payload && self.current_payload_len() == 0 {
+                self.on_payload()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn current_payload_len(&self) -> usize {
+        self.manifest()
+            .and_then(|m| m.slice(self.slice))
+            .map_or(0, |r| r.payload_len() as usize)
+    }
+
+    fn on_header(&mut self) -> Result<()> {
+        let h = Header::new_checked(self.manifest_buf)?;
+        self.manifest_len = h.manifest_len() as usize;
+        self.payload_len = h.payload_len();
+        let needed = HEADER_LEN as u64 + u64::from(h.manifest_len());
+        if needed > self.manifest_buf.len() as u64 {
+            return Err(Error::BufferTooSmall { needed });
+        }
+        self.step = Step::Manifest;
+        Ok(())
+    }
+
+    fn on_manifest(&mut self) -> Result<()> {
+        let bytes = self
+            .manifest_buf
+            .get(..HEADER_LEN + self.manifest_len)
+            .ok_or(Error::Truncated { what: "manifest" })?;
+        let (head, body) = bytes.split_at(HEADER_LEN);
+        let h = Header::new_checked(head)?;
+        let m = Manifest::new_checked(body, h.format_version(), self.payload_len)?;
+        let needed = Self::payload_buffer_len(&m);
+        if needed > self.payload_buf.len() {
+            return Err(Error::BufferTooSmall {
+                needed: needed as u64,
+            });
+        }
+        let image_end = m.image_size().div_ceil(F::WRITE_SIZE as u64) * F::WRITE_SIZE as u64;
+        if image_end > self.flash.capacity() as u64 {
+            return Err(Error::SlotTooSmall);
+        }
+        self.slice_count = m.slice_count();
+        self.message = signed_message(&Sha256::digest(bytes).into());
+        self.have = 0;
+        self.step = Step::SigHead;
+        Ok(())
+    }
+
+    fn on_sig_head(&mut self) -> Result<()> {
+        let count = usize::from(le_u16(&self.entry_head, 0));
+        if count > MAX_SIGNATURES {
+            return Err(Error::Malformed {
+                what: "more than 16 signatures",
+            });
+        }
+        if le_u16(&self.entry_head, 2) != 0 {
+            return Err(Error::Malformed {
+                what: "reserved signature block bytes are not zero",
+            });
+        }
+        self.sig_count = count;
+        self.have = 0;
+        self.step = Step::EntryHead;
+        self.after_entry()
+    }
+
+    fn on_entry_head(&mut self) -> Result<()> {
+        let id = digest_at(&self.entry_head, 0);
+        let alg = Algorithm::from_u16(le_u16(&self.entry_head, 32));
+        let len = usize::from(le_u16(&self.entry_head, 34));
+        if !alg.sig_len_ok(len) {
+            return Err(Error::Malformed {
+                what: "signature length does not fit its algorithm",
+            });
+        }
+        if self
+            .seen_ids
+            .get(..self.sig_index)
+            .unwrap_or(&[])
+            .contains(&id)
+        {
+            return Err(Error::DuplicateSignature);
+        }
+        if let Some(slot) = self.seen_ids.get_mut(self.sig_index) {
+            *slot = id;
+        }
+        self.entry_len = len;
+        self.have = 0;
+        // Buffer it only if it names a trusted key (its check decides); skip the rest.
+        let check = self.trusted.iter().any(|k| k.id() == id) && len <= MAX_SIG_LEN;
+        self.step = Step::EntryBody(check);
+        Ok(())
+    }
+
+    fn on_entry_body(&mut self, checked: bool) -> Result<()> {
+        let id = digest_at(&self.entry_head, 0);
+        let algorithm = Algorithm::from_u16(le_u16(&self.entry_head, 32));
+        let signature = if checked {
+            self.sig.get(..self.entry_len).unwrap_or(&[])
+        } else {
+            &[]
+        };
+        let entry = SignatureEntry {
+            key_id: id,
+            algorithm,
+            signature,
+        };
+        let (status, key) = check_entry(&entry, &self.message, self.trusted);
+        self.tally.add(&id, status, key)?;
+        self.sig_index += 1;
+        self.have = 0;
+        self.step = Step::EntryHead;
+        self.after_entry()
+    }
+
+    /// After the last signature entry: apply the policy, check the base, start the payloads.
+    fn after_entry(&mut self) -> Result<()> {
+        if self.sig_index < self.sig_count {
+            return Ok(());
+        }
+        self.summary = self.tally.finish(&self.policy)?;
+        let (kind, base_size, base_sha256) = {
+            let m = self
+                .manifest()
+                .ok_or(Error::Truncated { what: "manifest" })?;
+            (m.kind(), m.base_size(), m.base_sha256())
+        };
+        if kind == Kind::Full {
+            self.base = None;
+        } else {
+            let base = self.base.as_deref_mut().ok_or(Error::BaseRequired)?;
+            check_base(base, base_size, &base_sha256, self.payload_buf)?;
+        }
+        self.have = 0;
+        self.step = Step::Payload;
+        Ok(())
+    }
+
+    fn on_payload(&mut self) -> Result<()> {
+        if self.slice == self.slice_count {
+            let m = self
+                .manifest()
+                .ok_or(Error::Truncated { what: "manifest" })?;
+            let expected = m.image_sha256();
+            let digest: [u8; 32] = self.image.clone().finalize().into();
+            if digest != expected {
+                return Err(Error::ImageDigest);
+            }
+            self.have = 0;
+            self.step = Step::Trailer;
+            return Ok(());
+        }
+        let Applier {
+            manifest_buf,
+            payload_buf,
+            write_buf,
+            flash,
+            base,
+            decoder,
+            out,
+            image,
+            ..
+        } = self;
+        let manifest = Manifest::new_unchecked(
+            manifest_buf
+                .get(HEADER_LEN..HEADER_LEN + self.manifest_len)
+                .unwrap_or(&[]),
+        );
+        let rec = manifest.slice(self.slice).ok_or(Error::Truncated {
+            what: "slice record",
+        })?;
+        let payload = payload_buf
+            .get(..rec.payload_len() as usize)
+            .ok_or(Error::Truncated { what: "payload" })?;
+        if out.pos != u64::from(rec.index()) << manifest.slice_log2() {
+            return Err(Error::Malformed {
+                what: "slice out of order",
+            });
+        }
+        let b = base.as_mut().map(|b| &mut **b as &mut dyn BaseImage);
+        decoder.decode_to(&manifest, &rec, payload, b, &mut |chunk| {
+            image.update(chunk);
+            out.put(flash, write_buf, chunk)
+        })?;
+        self.slice += 1;
+        self.have = 0;
+        Ok(())
+    }
+
+    fn on_trailer(&mut self) -> Result<()> {
+        let total = usize::try_from(self.md5_len).map_err(|_| Error::SlotTooSmall)? + TRAILER_LEN;
+        let t = Trailer::new_checked(&self.trailer, total)?;
+        let md5: [u8; 16] = self.md5.clone().finalize().into();
+        if md5 != t.md5() {
+            return Err(Error::Md5Mismatch);
+        }
+        self.step = Step::Done;
+        Ok(())
+    }
+}
