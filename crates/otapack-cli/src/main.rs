@@ -129,7 +129,7 @@ struct SignArgs {
     /// Output (default: replace PKG atomically).
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
-    /// For a delta package: the raw base image it applies to (needed to verify it first).
+    /// For a delta package: the base image it applies to (.bin, ELF or Intel HEX; needed to verify it first).
     #[arg(long, value_name = "OLD")]
     base: Option<PathBuf>,
 }
@@ -150,7 +150,7 @@ struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// For a delta package: the raw base image it applies to (needed to rebuild every slice).
+    /// For a delta package: the base image it applies to (.bin, ELF or Intel HEX; needed to rebuild every slice).
     #[arg(long, value_name = "OLD")]
     base: Option<PathBuf>,
 }
@@ -174,7 +174,7 @@ struct ApplyArgs {
     /// With --key: accept a package without a valid trusted signature.
     #[arg(long)]
     allow_unsigned: bool,
-    /// For a delta package: the raw base image it applies to (the image the device runs now).
+    /// For a delta package: the base image it applies to, the image the device runs now (.bin, ELF or Intel HEX).
     #[arg(long, value_name = "OLD")]
     base: Option<PathBuf>,
 }
@@ -230,6 +230,21 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The base image of a delta: raw bytes, or an ELF/Intel HEX file laid out as `build` does.
+fn load_base(path: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
+    path.map(|p| {
+        image::load(
+            p,
+            &LoadOptions {
+                erase_value: 0xFF,
+                ..Default::default()
+            },
+        )
+        .map(|i| i.data)
+    })
+    .transpose()
 }
 
 fn load_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>, Error> {
@@ -355,7 +370,7 @@ fn build(a: BuildArgs) -> Result<(), Error> {
 fn sign(a: SignArgs) -> Result<(), Error> {
     let keys = load_keys(&a.key)?;
     let refs: Vec<&SigningKey> = keys.iter().collect();
-    let base = a.base.as_deref().map(read).transpose()?;
+    let base = load_base(a.base.as_deref())?;
     let pkg = otapack::sign::add_signatures(&read(&a.package)?, &refs, base.as_deref())?;
     let out = a.output.unwrap_or(a.package);
     write_atomic(&out, &pkg)?;
@@ -433,7 +448,7 @@ fn verify(a: VerifyArgs) -> Result<(), Error> {
         required_signatures: a.require.unwrap_or(1),
         allow_unsigned: a.allow_unsigned,
     };
-    let base = a.base.as_deref().map(read).transpose()?;
+    let base = load_base(a.base.as_deref())?;
     let r = report::verify(&bytes, &trusted, &policy, base.as_deref());
     if a.json {
         print_json(&r)?;
@@ -551,7 +566,7 @@ fn apply(a: ApplyArgs) -> Result<(), Error> {
         }
     };
     let bytes = read(&a.package)?;
-    let base = a.base.as_deref().map(read).transpose()?;
+    let base = load_base(a.base.as_deref())?;
     otapack::apply::apply_to_file(&bytes, &trusted, &policy, base.as_deref(), &a.output)?;
     println!(
         "{}: image written, every slice and the image digest verified",

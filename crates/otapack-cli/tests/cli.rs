@@ -379,3 +379,57 @@ fn keygen_makes_usable_keys_and_never_overwrites() {
         Some(2)
     );
 }
+
+#[test]
+fn delta_build_verify_apply_with_elf_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = testdata("firmware/opensbi-0.9-generic-fw_jump.elf");
+    let new = testdata("firmware/opensbi-1.1-generic-fw_jump.elf");
+    let pkg = dir.path().join("delta.ota.md5.bin");
+    let o = otapack(&[
+        "build",
+        "--old",
+        s(&old),
+        "--new",
+        s(&new),
+        "--software-version",
+        "1.1",
+        "--key",
+        s(&testdata("keys/test-ed25519.pem")),
+        "-o",
+        s(&pkg),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("delta package"));
+    let pubkey = testdata("keys/test-ed25519.pub.pem");
+    // Without the base a delta cannot be fully verified; with the wrong one it is refused.
+    assert_fails(
+        &otapack(&["verify", s(&pkg), "--key", s(&pubkey)]),
+        "base image",
+    );
+    assert_fails(
+        &otapack(&["verify", s(&pkg), "--key", s(&pubkey), "--base", s(&new)]),
+        "not the one",
+    );
+    let o = otapack(&["verify", s(&pkg), "--key", s(&pubkey), "--base", s(&old)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("new.bin");
+    let o = otapack(&[
+        "apply",
+        s(&pkg),
+        "--base",
+        s(&old),
+        "--key",
+        s(&pubkey),
+        "-o",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(testdata("firmware/opensbi-1.1-generic-fw_jump.bin")).unwrap()
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&otapack(&["describe", s(&pkg), "--url", "u"]).stdout).unwrap();
+    assert_eq!(v["isDiff"], 1);
+}

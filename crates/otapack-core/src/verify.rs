@@ -163,7 +163,10 @@ pub fn check_base(
     sha256: &[u8; 32],
     scratch: &mut [u8],
 ) -> Result<()> {
-    if base.len() != size || scratch.is_empty() {
+    if scratch.is_empty() {
+        return Err(Error::BufferTooSmall { needed: 1 });
+    }
+    if base.len() != size {
         return Err(Error::BaseMismatch);
     }
     let mut h = Sha256::new();

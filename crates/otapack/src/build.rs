@@ -1,5 +1,6 @@
-//! Building full packages: cut the image into slices, store each the cheapest way (`fill`,
-//! `zstd`, `raw`), hash, sign, assemble.
+//! Building packages: cut the image into slices, store each the cheapest way (`fill`, `zstd`,
+//! `raw`, and for deltas `copy` and `patch`), hash, sign, assemble, and verify the result
+//! through the device code path.
 
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -209,7 +210,7 @@ pub fn build_delta(
             {
                 let payload = zstd_compress(&stream, opts.zstd_level, window_log)?;
                 if payload.len() < best.payload.len()
-                    && crate::delta::patch_rebuilds(&old.data, &payload, window_log, s)
+                    && crate::delta::patch_rebuilds(&old.data, &payload, s)
                 {
                     best = Encoded {
                         method: Method::Patch,

@@ -102,12 +102,13 @@ pub fn patch_stream(
     Some(encode(&ops))
 }
 
-/// Whether a zstd-compressed op stream rebuilds `slice` from `old` through the device decoder.
-pub fn patch_rebuilds(old: &[u8], payload: &[u8], window_log: u8, slice: &[u8]) -> bool {
+/// Whether a zstd-compressed op stream rebuilds `slice` from `old` through the device's op
+/// decoder (the frame is decoded with libzstd here; the finished package is then verified
+/// whole through the device path, ruzstd included, before it is written).
+pub fn patch_rebuilds(old: &[u8], payload: &[u8], slice: &[u8]) -> bool {
     let Ok(stream) = zstd::bulk::decompress(payload, 32 * slice.len() + 64) else {
         return false;
     };
-    let _ = window_log;
     let mut out = Vec::with_capacity(slice.len());
     let mut d = PatchDecoder::new(0, slice.len() as u64, old.len() as u64);
     let mut base = old;

@@ -7,7 +7,7 @@
 //! | 5      | 3    | reserved       | 0                                                    |
 //! | 8      | 4    | payload_offset | from the start of the payload area                   |
 //! | 12     | 4    | payload_len    | bytes                                                |
-//! | 16     | 8    | arg            | fill: the byte value; copy: offset in the base image |
+//! | 16     | 8    | arg            | fill: the byte value; copy: offset in the base image; patch: patch format (1) |
 //! | 24     | 8    | reserved       | 0                                                    |
 //! | 32     | 32   | payload_sha256 | SHA-256 of the payload bytes (of the empty string for `fill`) |
 //! | 64     | 32   | slice_sha256   | SHA-256 of the slice as written to the target        |
@@ -40,9 +40,10 @@ pub enum Method {
     Raw = 1,
     /// The payload is one zstd frame that decodes to the slice.
     Zstd = 2,
-    /// The slice is a range of the base image (delta kinds only; reserved in v1 readers).
+    /// The slice is `base[arg .. arg + len]`, a range of the base image (delta kinds only).
     Copy = 3,
-    /// The payload is a patch against the base image (delta kinds only; reserved in v1 readers).
+    /// The payload is one zstd frame holding a patch op stream against the base image, in the
+    /// patch format `arg` (delta kinds only; see [`crate::patch`]).
     Patch = 4,
 }
 
