@@ -5,10 +5,14 @@
 #    otapack-core with features rsa and zstd, with -nostartfiles -nostdlib -static, and requires
 #    the executable to be self-contained: a dependency that pulls in std or libc makes this step
 #    fail (see below for how). Then runs it: it must fully verify a real package (Ed25519 + RSA
-#    signatures, zstd slices) and refuse corrupted copies (exit status 0).
+#    signatures, zstd slices) and refuse corrupted copies, then stream the package through the
+#    device applier onto a RAM-backed NOR flash, get the image's SHA-256 back from flash, and
+#    see a copy with a flipped payload byte refused (exit status 0).
 # 2. Builds otapack-core for thumbv7em-none-eabihf, a target that has no std at all, with
-#    features rsa,zstd and with none, and links the bare-metal size probe
-#    (crates/nostd-check/src/bin/size-probe.rs) to print what verification costs in .text.
+#    features rsa,zstd and with none, and links the bare-metal size probes
+#    (crates/nostd-check/src/bin/size-probe*.rs) to print, one line each, the .text cost of
+#    (a) verification (Ed25519 + RSA + zstd), (b) the applier with Ed25519 + zstd (no RSA: the
+#    realistic bootloader set) and (c) the applier with Ed25519 + RSA + zstd.
 #    Skipped with a notice if the target cannot be installed.
 #
 # Everything is built into crates/nostd-check/target (gitignored), away from the root target/.
@@ -81,11 +85,19 @@ else
         --no-default-features
     echo "nostd-check: otapack-core builds for $thumb with features rsa,zstd and with none"
 
-    cargo rustc --release --manifest-path "$crate/Cargo.toml" --target-dir "$target_dir" \
-        --target "$thumb" --bin size-probe
-    probe=$target_dir/$thumb/release/size-probe
-    echo "nostd-check: $thumb size probe (parse + Ed25519/RSA keys + verify_package, rsa and zstd):" \
-        ".text $(section_size "$probe" .text) bytes"
+    # (a) and (c) with the crate's default features (rsa), then (b) without: the same binary
+    # path, so each is measured right after its build.
+    probe_dir=$target_dir/$thumb/release
+    cargo build --release --manifest-path "$crate/Cargo.toml" --target-dir "$target_dir" \
+        --target "$thumb" --bin size-probe --bin size-probe-apply
+    text_a=$(section_size "$probe_dir/size-probe" .text)
+    text_c=$(section_size "$probe_dir/size-probe-apply" .text)
+    cargo build --release --manifest-path "$crate/Cargo.toml" --target-dir "$target_dir" \
+        --target "$thumb" --bin size-probe-apply --no-default-features
+    text_b=$(section_size "$probe_dir/size-probe-apply" .text)
+    echo "nostd-check: $thumb .text (a) verify only (parse + keys + verify_package; Ed25519 + RSA + zstd): $text_a bytes"
+    echo "nostd-check: $thumb .text (b) applier, Ed25519 + zstd (no RSA; keys + Applier onto NorFlash): $text_b bytes"
+    echo "nostd-check: $thumb .text (c) applier, Ed25519 + RSA + zstd (keys + Applier onto NorFlash): $text_c bytes"
 fi
 
 echo "nostd-check: all passed in $((SECONDS - started)) s"

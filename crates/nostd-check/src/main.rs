@@ -2,6 +2,10 @@
 //! the freestanding build works: it parses and fully verifies a real package, signed with
 //! Ed25519 and RSA-2048 and made of zstd slices (so Ed25519, RSA, SHA-256, MD5 and ruzstd are
 //! all linked and run), then requires that corrupted copies are refused with the right error.
+//! Then it streams the same package through the device applier (`otapack_core::apply`) in
+//! 1000-byte chunks onto a NOR flash over a static buffer ([`ram_flash`]), with static caller
+//! buffers, checks the SHA-256 of what landed in flash against the manifest, and requires that
+//! the applier refuses a copy with a payload byte flipped.
 //!
 //! A `#![no_std] #![no_main]` static x86_64 Linux executable with its own `_start`, panic
 //! handler, bump allocator and `mem*` symbols; it leaves through the raw `exit_group` syscall.
@@ -18,19 +22,25 @@
 
 extern crate alloc;
 
+mod ram_flash;
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::{asm, naked_asm};
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
+use otapack_core::apply::Applier;
 use otapack_core::decode::SliceDecoder;
 use otapack_core::keys::{TrustedKey, ED25519_SPKI_PREFIX};
 use otapack_core::verify::{verify_package, Policy, SignatureSummary};
+use otapack_core::wire::header::HEADER_LEN;
 use otapack_core::wire::sigblock::Algorithm;
 use otapack_core::wire::slice::Method;
 use otapack_core::wire::trailer::{self, TRAILER_LEN};
 use otapack_core::{Error, Package};
+use ram_flash::{RamFlash, ERASE_SIZE};
+use sha2::{Digest, Sha256};
 
 /// `otapack build --new testdata/firmware/opensbi-1.1-generic-fw_jump.bin --key
 /// testdata/keys/test-ed25519.pem --key testdata/keys/test-rsa-2048.pem --software-version 1.1
@@ -45,7 +55,7 @@ const RSA_SPKI: &[u8] = include_bytes!("../test-rsa-2048.pub.der");
 /// A static buffer (this program has one thread).
 #[repr(C, align(16))]
 struct Static<T>(UnsafeCell<T>);
-// SAFETY: one thread; each buffer is borrowed once (`run` for the first two, the allocator).
+// SAFETY: one thread; each buffer is borrowed once (`run` for all but HEAP, the allocator).
 unsafe impl<T> Sync for Static<T> {}
 
 /// One slice (the fixture's slice size is the default, 64 KiB).
@@ -53,6 +63,23 @@ const SLICE_BUF_LEN: usize = 64 * 1024;
 static SLICE_BUF: Static<[u8; SLICE_BUF_LEN]> = Static(UnsafeCell::new([0; SLICE_BUF_LEN]));
 /// Where corrupted copies of the package are made.
 static COPY: Static<[u8; PACKAGE.len()]> = Static(UnsafeCell::new([0; PACKAGE.len()]));
+
+/// The applier's destination slot: the image rounded up to whole sectors. It starts out zeroed
+/// (not erased), so a write the applier did not erase for first fails.
+const FLASH_LEN: usize = (IMAGE_SIZE as usize).div_ceil(ERASE_SIZE) * ERASE_SIZE;
+static FLASH: Static<[u8; FLASH_LEN]> = Static(UnsafeCell::new([0; FLASH_LEN]));
+/// The applier's buffers, sized for the fixture: header + manifest (32 + 335 bytes), its
+/// largest slice payload (38022 bytes: slice 0, 64 KiB compressed with zstd), one write block.
+const MANIFEST_BUF_LEN: usize = 512;
+const PAYLOAD_BUF_LEN: usize = 40 * 1024;
+const WRITE_BUF_LEN: usize = 256;
+static MANIFEST_BUF: Static<[u8; MANIFEST_BUF_LEN]> =
+    Static(UnsafeCell::new([0; MANIFEST_BUF_LEN]));
+static PAYLOAD_BUF: Static<[u8; PAYLOAD_BUF_LEN]> = Static(UnsafeCell::new([0; PAYLOAD_BUF_LEN]));
+static WRITE_BUF: Static<[u8; WRITE_BUF_LEN]> = Static(UnsafeCell::new([0; WRITE_BUF_LEN]));
+/// The applier is pushed the package in pieces of this many bytes (not a multiple of anything
+/// in the format, so pieces end mid-field).
+const APPLY_CHUNK: usize = 1000;
 
 /// Exit status of each failed check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +117,16 @@ enum Fail {
     /// A byte of the RSA signature flipped (trailer recomputed): accepted / wrong error.
     RsaSigAccepted = 36,
     RsaSigWrongError = 37,
+    /// The applier refuses the good package.
+    Apply = 40,
+    /// The applier accepts it, but not with 2 valid signatures out of 2.
+    ApplySummary = 41,
+    /// The flash does not hold the image: its SHA-256 differs from the manifest's image_sha256.
+    ApplyImage = 42,
+    /// The applier accepts a package with a payload byte flipped / refuses it for another
+    /// reason than slice 0's payload digest.
+    ApplyFlippedAccepted = 43,
+    ApplyFlippedWrongError = 44,
     /// A panic.
     Panic = 101,
     /// The heap ran out (reported through the panic handler).
@@ -100,6 +137,12 @@ fn run() -> Result<(), Fail> {
     // SAFETY: single-threaded, and `run` is called once: these are the only references.
     let slice_buf: &mut [u8] = unsafe { &mut *SLICE_BUF.0.get() };
     let copy: &mut [u8] = unsafe { &mut *COPY.0.get() };
+    let mut bufs = ApplyBufs {
+        manifest: unsafe { &mut *MANIFEST_BUF.0.get() },
+        payload: unsafe { &mut *PAYLOAD_BUF.0.get() },
+        write: unsafe { &mut *WRITE_BUF.0.get() },
+    };
+    let mut flash = RamFlash::new(unsafe { &mut *FLASH.0.get() });
 
     check_mem()?;
     let pkg = Package::parse(PACKAGE).map_err(|e| failed(Fail::Parse, "parse", e))?;
@@ -257,6 +300,73 @@ fn run() -> Result<(), Fail> {
         }
     }
 
+    // The streaming applier: the good package lands in flash, verified.
+    let summary = match apply(PACKAGE, &trusted, &policy, &mut flash, &mut bufs) {
+        Ok(s) => s,
+        Err(e) => return Err(failed(Fail::Apply, "apply", e)),
+    };
+    if summary != want {
+        return Err(failed(
+            Fail::ApplySummary,
+            "apply",
+            "not 2 of 2 signatures valid",
+        ));
+    }
+    let image = flash
+        .contents()
+        .get(..IMAGE_SIZE as usize)
+        .ok_or_else(|| failed(Fail::ApplyImage, "apply", "flash smaller than the image"))?;
+    let digest: [u8; 32] = Sha256::digest(image).into();
+    if digest != manifest.image_sha256() {
+        return Err(failed(
+            Fail::ApplyImage,
+            "apply",
+            "flash SHA-256 differs from the manifest's image_sha256",
+        ));
+    }
+    let manifest_needed =
+        Applier::<&mut RamFlash>::manifest_buffer_len(&PACKAGE[..HEADER_LEN]).unwrap_or(0);
+    let payload_needed = Applier::<&mut RamFlash>::payload_buffer_len(&manifest);
+    say(format_args!(
+        "package applied in {APPLY_CHUNK}-byte pushes: {} of {} signatures valid, flash SHA-256 = \
+         image_sha256, {} sectors erased, {} bytes programmed; buffers: manifest {} of \
+         {MANIFEST_BUF_LEN}, payload {} of {PAYLOAD_BUF_LEN}, write {WRITE_BUF_LEN}",
+        summary.valid, summary.total, flash.erases, flash.written, manifest_needed, payload_needed,
+    ));
+
+    // A payload byte flipped: refused before that slice is decoded (the payload digest is
+    // checked first), so nothing should reach flash (reported, not required here).
+    let what = "apply, payload byte flipped";
+    copy.copy_from_slice(PACKAGE);
+    copy[payload_byte] ^= 0x01;
+    flash.erases = 0;
+    flash.written = 0;
+    match apply(copy, &trusted, &policy, &mut flash, &mut bufs) {
+        Ok(_) => {
+            return Err(failed(
+                Fail::ApplyFlippedAccepted,
+                what,
+                "ACCEPTED: must be refused",
+            ))
+        }
+        Err(Error::PayloadDigest { slice: 0 }) => say(format_args!(
+            "{what}: refused: {}; {} sectors erased, {} bytes programmed",
+            Error::PayloadDigest { slice: 0 },
+            flash.erases,
+            flash.written
+        )),
+        Err(e) => {
+            return Err(failed(
+                Fail::ApplyFlippedWrongError,
+                what,
+                format_args!(
+                    "refused for the wrong reason: {e} (expected: {})",
+                    Error::PayloadDigest { slice: 0 }
+                ),
+            ))
+        }
+    }
+
     say(format_args!(
         "ok: peak heap {} of {} bytes",
         ALLOC.peak.load(Relaxed),
@@ -291,6 +401,36 @@ fn verify(
         },
     )?;
     Ok((summary, next))
+}
+
+/// The applier's caller-owned buffers.
+struct ApplyBufs<'a> {
+    manifest: &'a mut [u8],
+    payload: &'a mut [u8],
+    write: &'a mut [u8],
+}
+
+/// Streams `package` through a fresh applier onto `flash`, in `APPLY_CHUNK`-byte pieces.
+fn apply(
+    package: &[u8],
+    trusted: &[TrustedKey],
+    policy: &Policy,
+    flash: &mut RamFlash<'_>,
+    bufs: &mut ApplyBufs<'_>,
+) -> Result<SignatureSummary, Error> {
+    let mut applier = Applier::new(
+        trusted,
+        *policy,
+        flash,
+        None,
+        &mut *bufs.manifest,
+        &mut *bufs.payload,
+        &mut *bufs.write,
+    )?;
+    for piece in package.chunks(APPLY_CHUNK) {
+        applier.push(piece)?;
+    }
+    applier.finish()
 }
 
 /// Checks this file's mem* functions (called directly: the compiler might inline or drop calls
