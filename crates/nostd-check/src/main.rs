@@ -5,7 +5,8 @@
 //! Then it streams the same package through the device applier (`otapack_core::apply`) in
 //! 1000-byte chunks onto a NOR flash over a static buffer ([`ram_flash`]), with static caller
 //! buffers, checks the SHA-256 of what landed in flash against the manifest, and requires that
-//! the applier refuses a copy with a payload byte flipped.
+//! the applier refuses a copy with a payload byte flipped. Last, it measures the peak stack use
+//! of verification and of the applier run by stack painting ([`stack_peak`]), twice each.
 //!
 //! A `#![no_std] #![no_main]` static x86_64 Linux executable with its own `_start`, panic
 //! handler, bump allocator and `mem*` symbols; it leaves through the raw `exit_group` syscall.
@@ -28,6 +29,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::arch::{asm, naked_asm};
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
+use core::hint::black_box;
+use core::mem::size_of;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use otapack_core::apply::Applier;
@@ -127,6 +130,14 @@ enum Fail {
     /// reason than slice 0's payload digest.
     ApplyFlippedAccepted = 43,
     ApplyFlippedWrongError = 44,
+    /// A stack measurement is implausible: nothing below the unpainted gap was touched (it
+    /// reads as 0), the whole painted region was (the real peak is larger: it reads ">= N"), or
+    /// the painter's own frame reached into the region it paints.
+    StackImplausible = 50,
+    /// The two measurements of the same run differ by more than `STACK_REPEAT_TOLERANCE`.
+    StackUnrepeatable = 51,
+    /// RLIMIT_STACK is too small to paint `STACK_PAINT_LEN` bytes below the stack pointer.
+    StackLimit = 52,
     /// A panic.
     Panic = 101,
     /// The heap ran out (reported through the panic handler).
@@ -367,6 +378,10 @@ fn run() -> Result<(), Fail> {
         }
     }
 
+    check_stack(
+        &pkg, &trusted, &policy, slice_buf, &mut flash, &mut bufs, want,
+    )?;
+
     say(format_args!(
         "ok: peak heap {} of {} bytes",
         ALLOC.peak.load(Relaxed),
@@ -433,10 +448,240 @@ fn apply(
     applier.finish()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Peak stack use, by stack painting.
+
+/// Bytes painted below the unpainted gap: the deepest measurable stack use is about this plus
+/// `STACK_GAP`. Linux grows the main thread's stack on demand up to RLIMIT_STACK.
+const STACK_PAINT_LEN: usize = 512 * 1024;
+/// Unpainted bytes between the measuring frame's stack pointer and the painted region: room for
+/// the frames of `paint` and `lowest_touched` (and the red zone below them), which run there.
+/// A run that uses less than this reads as 0 (and is refused as implausible).
+const STACK_GAP: usize = 4096;
+/// The x86_64 SysV red zone: a leaf function may use this much below its stack pointer.
+const RED_ZONE: usize = 128;
+/// The paint, one byte repeated.
+const STACK_PATTERN: u8 = 0xA5;
+/// Two measurements of the same run may differ by this many bytes.
+const STACK_REPEAT_TOLERANCE: usize = 64;
+
+/// What one measured call did to the painted region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StackUse {
+    /// The call touched nothing below the gap: it used less than about `STACK_GAP` bytes.
+    InGap,
+    /// Peak use in bytes: the measuring frame's stack pointer minus the lowest byte touched
+    /// (the return address the call pushes is included).
+    Bytes(usize),
+    /// The lowest painted byte was touched: the call used at least this many bytes.
+    AtLeast(usize),
+    /// Not measured: the painter's own stack pointer was less than `RED_ZONE` bytes above
+    /// the region to paint.
+    PainterOverlap,
+}
+
+#[inline(always)]
+fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads a register.
+    unsafe { asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
+/// Calls `f` and measures its peak stack use by stack painting: fills `STACK_PAINT_LEN` bytes
+/// below a `STACK_GAP`-byte gap under this frame's stack pointer with `STACK_PATTERN`, calls
+/// `f`, then finds the lowest byte that is no longer the pattern. `f` is called through an
+/// opaque pointer so that none of it can be inlined into this frame (whose locals sit above the
+/// stack pointer read here and would not be counted). Only what is written counts: stack space
+/// a frame reserves but never writes is not seen (x86_64 stack probes rewrite the word they
+/// probe unchanged).
+#[inline(never)]
+fn stack_peak<R>(f: &mut dyn FnMut() -> R) -> (R, StackUse) {
+    let sp = stack_pointer();
+    let top = (sp - STACK_GAP) & !15;
+    let bottom = top - STACK_PAINT_LEN;
+    // SAFETY: [bottom, top) lies below every live frame (`paint` checks its own) in the main
+    // thread's stack mapping, which the kernel extends on demand (check_stack_limit checked
+    // that RLIMIT_STACK allows it); nothing else uses that memory while it is painted.
+    let painted = unsafe { paint(bottom, top) };
+    let f = black_box(f);
+    let r = f();
+    if !painted {
+        return (r, StackUse::PainterOverlap);
+    }
+    // SAFETY: as for `paint`: [bottom, top) is mapped now (painted), and below every live frame.
+    let used = match unsafe { lowest_touched(bottom, top) } {
+        None => StackUse::InGap,
+        Some(low) if low == bottom => StackUse::AtLeast(sp - bottom),
+        Some(low) => StackUse::Bytes(sp - low),
+    };
+    (r, used)
+}
+
+/// Fills [bottom, top) with `STACK_PATTERN`, from the top down (the stack mapping grows towards
+/// each fault), with volatile writes; returns false without writing if this function's own
+/// frame or red zone reaches into that range.
+///
+/// SAFETY: [bottom, top) must be stack memory below every live frame but this one's, 8-aligned.
+#[inline(never)]
+unsafe fn paint(bottom: usize, top: usize) -> bool {
+    if stack_pointer() < top + RED_ZONE {
+        return false;
+    }
+    let word = u64::from_ne_bytes([STACK_PATTERN; 8]);
+    let mut at = top;
+    while at > bottom {
+        at -= 8;
+        // SAFETY: the caller's contract.
+        unsafe { core::ptr::with_exposed_provenance_mut::<u64>(at).write_volatile(word) };
+    }
+    true
+}
+
+/// The lowest address in [bottom, top) whose byte is no longer `STACK_PATTERN`, scanning up.
+///
+/// SAFETY: [bottom, top) must be mapped stack memory below every live frame but this one's.
+#[inline(never)]
+unsafe fn lowest_touched(bottom: usize, top: usize) -> Option<usize> {
+    // SAFETY: the caller's contract.
+    (bottom..top).find(|&at| unsafe {
+        core::ptr::with_exposed_provenance::<u8>(at).read_volatile() != STACK_PATTERN
+    })
+}
+
+const SYS_GETRLIMIT: usize = 97;
+const RLIMIT_STACK: usize = 3;
+const RLIM_INFINITY: u64 = u64::MAX;
+
+/// Fails unless RLIMIT_STACK leaves room for the painted region below what is already in use
+/// (this program's frames, and above them argv, the environment and the auxiliary vector, for
+/// which 256 KiB is allowed): past the limit, touching the stack is a SIGSEGV, not an error.
+fn check_stack_limit() -> Result<(), Fail> {
+    let mut lim = [0u64; 2]; // struct rlimit { rlim_cur, rlim_max }
+    let ret: isize;
+    // SAFETY: getrlimit(resource, *rlim) writes one struct rlimit (16 bytes) to `lim`.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_GETRLIMIT as isize => ret,
+            in("rdi") RLIMIT_STACK,
+            in("rsi") lim.as_mut_ptr(),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        )
+    }
+    let need = (STACK_GAP + STACK_PAINT_LEN + 256 * 1024) as u64;
+    if ret != 0 {
+        return Err(failed(
+            Fail::StackLimit,
+            "stack",
+            format_args!("getrlimit(RLIMIT_STACK) failed: {ret}"),
+        ));
+    }
+    if lim[0] != RLIM_INFINITY && lim[0] < need {
+        return Err(failed(
+            Fail::StackLimit,
+            "stack",
+            format_args!(
+                "RLIMIT_STACK is {} bytes; stack painting needs at least {need} (ulimit -s)",
+                lim[0]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The peak of a plausible measurement.
+fn plausible(what: &str, used: StackUse) -> Result<usize, Fail> {
+    let fail = |why: fmt::Arguments<'_>| failed(Fail::StackImplausible, what, why);
+    match used {
+        StackUse::Bytes(n) => Ok(n),
+        StackUse::InGap => Err(fail(format_args!(
+            "0 bytes: nothing below the {STACK_GAP}-byte unpainted gap was touched"
+        ))),
+        StackUse::AtLeast(n) => Err(fail(format_args!(
+            ">= {n} bytes: the whole painted region was used (raise STACK_PAINT_LEN)"
+        ))),
+        StackUse::PainterOverlap => Err(fail(format_args!(
+            "not measured: the painter's frame reaches into the region to paint"
+        ))),
+    }
+}
+
+/// Measures the peak stack use of `verify` and of `apply` with the good package, twice each:
+/// each run must succeed, each measurement be plausible, and the two agree within
+/// `STACK_REPEAT_TOLERANCE` bytes. `apply` leaves the image in `flash` again.
+fn check_stack(
+    pkg: &Package<'_>,
+    trusted: &[TrustedKey],
+    policy: &Policy,
+    slice_buf: &mut [u8],
+    flash: &mut RamFlash<'_>,
+    bufs: &mut ApplyBufs<'_>,
+    want: SignatureSummary,
+) -> Result<(), Fail> {
+    check_stack_limit()?;
+    let mut verify_runs = [0usize; 2];
+    for run in &mut verify_runs {
+        let what = "stack: verify";
+        let (res, used) = stack_peak(&mut || verify(pkg, trusted, policy, slice_buf));
+        match res {
+            Ok((summary, len)) if summary == want && len == IMAGE_SIZE => {}
+            Ok(_) => {
+                return Err(failed(
+                    Fail::Summary,
+                    what,
+                    "not 2 of 2 or not the whole image",
+                ))
+            }
+            Err(e) => return Err(failed(Fail::Verify, what, e)),
+        }
+        *run = plausible(what, used)?;
+    }
+    let mut apply_runs = [0usize; 2];
+    for run in &mut apply_runs {
+        let what = "stack: apply";
+        let (res, used) = stack_peak(&mut || apply(PACKAGE, trusted, policy, flash, bufs));
+        match res {
+            Ok(summary) if summary == want => {}
+            Ok(_) => return Err(failed(Fail::ApplySummary, what, "not 2 of 2")),
+            Err(e) => return Err(failed(Fail::Apply, what, e)),
+        }
+        *run = plausible(what, used)?;
+    }
+    for (what, [a, b]) in [("stack: verify", verify_runs), ("stack: apply", apply_runs)] {
+        if a.abs_diff(b) > STACK_REPEAT_TOLERANCE {
+            return Err(failed(
+                Fail::StackUnrepeatable,
+                what,
+                format_args!(
+                    "two runs measured {a} and {b} bytes (tolerance {STACK_REPEAT_TOLERANCE})"
+                ),
+            ));
+        }
+    }
+    let [v0, v1] = verify_runs;
+    let [a0, a1] = apply_runs;
+    say(format_args!(
+        "peak stack: verify {} bytes, apply {} bytes (x86_64, opt-level {})",
+        v0.max(v1),
+        a0.max(a1),
+        env!("NOSTD_CHECK_OPT_LEVEL"),
+    ));
+    say(format_args!(
+        "stack runs: verify {v0} then {v1} bytes, apply {a0} then {a1} bytes (painted \
+         {STACK_PAINT_LEN} bytes below a {STACK_GAP}-byte gap; includes the on-stack \
+         SliceDecoder {} bytes and Applier {} bytes)",
+        size_of::<SliceDecoder>(),
+        size_of::<Applier<'_, &mut RamFlash<'_>>>(),
+    ));
+    Ok(())
+}
+
 /// Checks this file's mem* functions (called directly: the compiler might inline or drop calls
 /// to the intrinsics, and memmove and memcmp may have no caller at all).
 fn check_mem() -> Result<(), Fail> {
-    use core::hint::black_box;
     let bad = |what| failed(Fail::Mem, what, "wrong result");
     let mut a = [0u8; 37];
     for (i, b) in a.iter_mut().enumerate() {

@@ -301,30 +301,12 @@ fn package(
 /// Verifies a freshly built package through the same code a device runs, so the builder never
 /// emits a package a device would refuse (or rebuild wrongly).
 fn self_check(package: &[u8], base: Option<&[u8]>) -> Result<()> {
-    use otapack_core::decode::SliceDecoder;
-    use otapack_core::verify::{verify_package, Policy};
     let pkg = otapack_core::Package::parse(package)?;
-    let mut buf = vec![0u8; pkg.manifest().slice_size() as usize];
-    let mut base = base;
-    let policy = Policy {
-        required_signatures: 0,
-        allow_unsigned: true,
-    };
-    verify_package(
-        &pkg,
-        &[],
-        &policy,
-        &mut SliceDecoder::new(),
-        crate::apply::base_image(&mut base),
-        &mut buf,
-        |_, _| Ok(()),
-    )
-    .map_err(|e| {
+    crate::report::verify_contents(&pkg, base).map_err(|e| {
         Error::Invalid(format!(
             "internal error: the built package does not verify: {e}"
         ))
-    })?;
-    Ok(())
+    })
 }
 
 /// A signature block with `existing` entries followed by one new signature per key. Each new

@@ -207,3 +207,26 @@ pub fn verify(
     }
     report
 }
+
+/// Verifies everything but the signatures (trailer, every slice, the image digest, and for a
+/// delta the base image): what `build` checks of its own output and `sign` checks before it
+/// signs.
+pub fn verify_contents(pkg: &Package<'_>, base: Option<&[u8]>) -> otapack_core::Result<()> {
+    let mut buf = vec![0u8; pkg.manifest().slice_size() as usize];
+    let mut base = base;
+    let policy = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    let b = crate::apply::base_image(&mut base);
+    verify_package(
+        pkg,
+        &[],
+        &policy,
+        &mut SliceDecoder::new(),
+        b,
+        &mut buf,
+        |_, _| Ok(()),
+    )?;
+    Ok(())
+}

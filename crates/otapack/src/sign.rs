@@ -3,9 +3,8 @@
 use crate::build::signature_block;
 use crate::error::Result;
 use crate::keys::SigningKey;
-use otapack_core::decode::SliceDecoder;
+use crate::report::verify_contents;
 use otapack_core::package::assemble;
-use otapack_core::verify::{verify_package, Policy};
 use otapack_core::Package;
 
 /// Returns `package` with one more signature per key. The package's contents are verified
@@ -17,21 +16,7 @@ pub fn add_signatures(
     base: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
     let pkg = Package::parse(package)?;
-    let policy = Policy {
-        required_signatures: 0,
-        allow_unsigned: true,
-    };
-    let mut buf = vec![0u8; pkg.manifest().slice_size() as usize];
-    let mut base = base;
-    verify_package(
-        &pkg,
-        &[],
-        &policy,
-        &mut SliceDecoder::new(),
-        crate::apply::base_image(&mut base),
-        &mut buf,
-        |_, _| Ok(()),
-    )?;
+    verify_contents(&pkg, base)?;
     let existing: Vec<_> = pkg.signatures().entries().collect();
     let block = signature_block(&existing, keys, &pkg.signed_message())?;
     Ok(assemble(

@@ -5,10 +5,9 @@ mod common;
 use common::*;
 use otapack::build::{build_delta, build_full};
 use otapack::image::{load, LoadOptions};
-use otapack::otapack_core::decode::SliceDecoder;
 use otapack::otapack_core::keys::TrustedKey;
 use otapack::otapack_core::patch::{encode, BaseImage, Op, PatchDecoder};
-use otapack::otapack_core::verify::{verify_package, Policy};
+use otapack::otapack_core::verify::Policy;
 use otapack::otapack_core::wire::manifest::Kind;
 use otapack::otapack_core::wire::slice::Method;
 use otapack::otapack_core::{Error, Package};
@@ -21,25 +20,7 @@ fn apply(
     trusted: &[TrustedKey],
     policy: &Policy,
 ) -> Result<Vec<u8>, Error> {
-    let p = Package::parse(pkg)?;
-    let mut buf = vec![0u8; p.manifest().slice_size() as usize];
-    let mut out = Vec::new();
-    let mut base = base;
-    let b = base.as_mut().map(|b| b as &mut dyn BaseImage);
-    verify_package(
-        &p,
-        trusted,
-        policy,
-        &mut SliceDecoder::new(),
-        b,
-        &mut buf,
-        |off, d| {
-            assert_eq!(off, out.len() as u64);
-            out.extend_from_slice(d);
-            Ok(())
-        },
-    )?;
-    Ok(out)
+    verify_collect(pkg, base, trusted, policy)
 }
 
 const PAIRS: &[(&str, &str)] = &[

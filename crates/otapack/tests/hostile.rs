@@ -3,25 +3,13 @@
 
 mod common;
 use common::*;
-use otapack::otapack_core::decode::SliceDecoder;
 use otapack::otapack_core::keys::TrustedKey;
-use otapack::otapack_core::verify::{verify_package, Policy};
+use otapack::otapack_core::verify::Policy;
 use otapack::otapack_core::{Error, Package};
 use proptest::prelude::*;
 
 fn check(pkg: &[u8], trusted: &[TrustedKey]) -> Result<(), Error> {
-    let p = Package::parse(pkg)?;
-    let mut buf = vec![0u8; p.manifest().slice_size() as usize];
-    verify_package(
-        &p,
-        trusted,
-        &Policy::default(),
-        &mut SliceDecoder::new(),
-        None,
-        &mut buf,
-        |_, _| Ok(()),
-    )?;
-    Ok(())
+    verify_collect(pkg, None, trusted, &Policy::default()).map(|_| ())
 }
 
 fn trusted() -> Vec<TrustedKey> {

@@ -4,10 +4,9 @@
 mod common;
 use common::*;
 use otapack::keys::SigningKey;
-use otapack::otapack_core::decode::SliceDecoder;
 use otapack::otapack_core::keys::{TrustedKey, OID_RSASSA_PSS};
 use otapack::otapack_core::package::{assemble, signed_message};
-use otapack::otapack_core::verify::{verify_package, Policy};
+use otapack::otapack_core::verify::Policy;
 use otapack::otapack_core::wire::header::HeaderRepr;
 use otapack::otapack_core::wire::manifest::{Kind, ManifestRepr, SHA256_EMPTY};
 use otapack::otapack_core::wire::sigblock::{self, Algorithm, SignatureEntry};
@@ -67,18 +66,7 @@ fn zstd_package(slice: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 fn verify(pkg: &[u8], trusted: &[TrustedKey], policy: &Policy) -> Result<(), Error> {
-    let p = Package::parse(pkg)?;
-    let mut buf = vec![0u8; p.manifest().slice_size() as usize];
-    verify_package(
-        &p,
-        trusted,
-        policy,
-        &mut SliceDecoder::new(),
-        None,
-        &mut buf,
-        |_, _| Ok(()),
-    )?;
-    Ok(())
+    verify_collect(pkg, None, trusted, policy).map(|_| ())
 }
 
 fn frame(data: &[u8], content_size: bool, checksum: bool) -> Vec<u8> {

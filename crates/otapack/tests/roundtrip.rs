@@ -3,32 +3,15 @@
 mod common;
 use common::*;
 use otapack::build::build_full;
-use otapack::otapack_core::decode::SliceDecoder;
 use otapack::otapack_core::keys::TrustedKey;
-use otapack::otapack_core::verify::{verify_package, Policy};
+use otapack::otapack_core::verify::Policy;
 use otapack::otapack_core::wire::slice::Method;
 use otapack::otapack_core::{Error, Package};
 use otapack::report;
 use otapack::sign::add_signatures;
 
 fn rebuild(pkg: &[u8], trusted: &[TrustedKey], policy: &Policy) -> Result<Vec<u8>, Error> {
-    let p = Package::parse(pkg)?;
-    let mut buf = vec![0u8; p.manifest().slice_size() as usize];
-    let mut out = Vec::new();
-    verify_package(
-        &p,
-        trusted,
-        policy,
-        &mut SliceDecoder::new(),
-        None,
-        &mut buf,
-        |off, d| {
-            assert_eq!(off, out.len() as u64);
-            out.extend_from_slice(d);
-            Ok(())
-        },
-    )?;
-    Ok(out)
+    verify_collect(pkg, None, trusted, policy)
 }
 
 #[test]

@@ -78,3 +78,34 @@ pub fn fix_trailer(pkg: &mut Vec<u8>) {
     let t = otapack::otapack_core::wire::trailer::emit(pkg).unwrap();
     pkg.extend_from_slice(&t);
 }
+
+/// Verifies a package in memory (a delta against `base`) and returns the image it rebuilds,
+/// checking that slices arrive in order.
+pub fn verify_collect(
+    pkg: &[u8],
+    base: Option<&[u8]>,
+    trusted: &[otapack::otapack_core::keys::TrustedKey],
+    policy: &otapack::otapack_core::verify::Policy,
+) -> Result<Vec<u8>, otapack::otapack_core::Error> {
+    use otapack::otapack_core::patch::BaseImage;
+    let p = otapack::otapack_core::Package::parse(pkg)?;
+    let mut buf = vec![0u8; p.manifest().slice_size() as usize];
+    let mut out = Vec::new();
+    let mut base = base;
+    let b = base.as_mut().map(|b| b as &mut dyn BaseImage);
+    let mut decoder = otapack::otapack_core::decode::SliceDecoder::new();
+    otapack::otapack_core::verify::verify_package(
+        &p,
+        trusted,
+        policy,
+        &mut decoder,
+        b,
+        &mut buf,
+        |off, d| {
+            assert_eq!(off, out.len() as u64, "slices out of order");
+            out.extend_from_slice(d);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
