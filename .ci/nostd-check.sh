@@ -7,7 +7,11 @@
 #    fail (see below for how). Then runs it: it must fully verify a real package (Ed25519 + RSA
 #    signatures, zstd slices) and refuse corrupted copies, then stream the package through the
 #    device applier onto a RAM-backed NOR flash, get the image's SHA-256 back from flash, and
-#    see a copy with a flipped payload byte refused (exit status 0).
+#    see a copy with a flipped payload byte refused (exit status 0). It also measures, by stack
+#    painting, the peak stack use of verification and of the applier run (each twice, within
+#    one process: the two must agree) and prints it; this needs RLIMIT_STACK of at least about
+#    1 MiB (ulimit -s; the default is 8 MiB). The figures are for x86_64, where curve25519-dalek
+#    picks its AVX2 backend at run time: they are not the figures of a Cortex-M build.
 # 2. Builds otapack-core for thumbv7em-none-eabihf, a target that has no std at all, with
 #    features rsa,zstd and with none, and links the bare-metal size probes
 #    (crates/nostd-check/src/bin/size-probe*.rs) to print, one line each, the .text cost of
