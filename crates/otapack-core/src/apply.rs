@@ -261,7 +261,8 @@ impl<'a, F: NorFlash> Applier<'a, F> {
     /// Bytes the manifest buffer needs for a package whose header is `header` (32 bytes).
     pub fn manifest_buffer_len(header: &[u8]) -> Result<usize> {
         let h = Header::new_checked(header)?;
-        Ok(HEADER_LEN + h.manifest_len() as usize)
+        let needed = HEADER_LEN as u64 + u64::from(h.manifest_len());
+        usize::try_from(needed).map_err(|_| Error::BufferTooSmall { needed })
     }
 
     /// Bytes the payload buffer needs for this manifest (its largest payload).
@@ -607,7 +608,10 @@ impl<'a, F: NorFlash> Applier<'a, F> {
     }
 
     fn on_trailer(&mut self) -> Result<()> {
-        let total = usize::try_from(self.md5_len).map_err(|_| Error::SlotTooSmall)? + TRAILER_LEN;
+        let total = self.md5_len + TRAILER_LEN as u64;
+        let total = usize::try_from(total).map_err(|_| Error::Malformed {
+            what: "package larger than 4 GiB",
+        })?;
         let t = Trailer::new_checked(&self.trailer, total)?;
         let md5: [u8; 16] = self.md5.clone().finalize().into();
         if md5 != t.md5() {

@@ -104,7 +104,7 @@ impl SliceDecoder {
                 }
                 out(payload)?;
             }
-            Method::Zstd => self.zstd(slice, window_log, payload, Some(len), &mut out)?,
+            Method::Zstd => self.zstd(slice, window_log, payload, Ok(len), &mut out)?,
             Method::Copy => {
                 let base = base.ok_or(Error::BaseRequired)?;
                 let end = rec.arg().checked_add(len).ok_or(bad)?;
@@ -124,7 +124,8 @@ impl SliceDecoder {
             Method::Patch => {
                 let base = base.ok_or(Error::BaseRequired)?;
                 let mut p = PatchDecoder::new(slice, len, base.len());
-                self.zstd(slice, window_log, payload, None, &mut |c| {
+                let max_stream = crate::patch::MAX_STREAM_FACTOR * len;
+                self.zstd(slice, window_log, payload, Err(max_stream), &mut |c| {
                     p.feed(c, base, &mut out)
                 })?;
                 p.finish()?;
@@ -140,15 +141,15 @@ impl SliceDecoder {
         Ok(())
     }
 
-    /// Decodes one zstd frame, passing the output in pieces to `sink`. `content_size`, when
-    /// given, must be what the frame declares.
+    /// Decodes one zstd frame, passing the output in pieces to `sink`. The frame must declare
+    /// a content size of exactly `Ok(n)`, or at most `Err(max)`.
     #[cfg(feature = "zstd")]
     fn zstd(
         &mut self,
         slice: u32,
         window_log: u8,
         payload: &[u8],
-        content_size: Option<u64>,
+        content_size: core::result::Result<u64, u64>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         use ruzstd::decoding::errors::FrameDecoderError;
@@ -177,7 +178,11 @@ impl SliceDecoder {
             FrameDecoderError::WindowSizeTooBig { .. } => Error::WindowTooLarge { slice },
             _ => bad,
         })?;
-        if content_size.is_some_and(|c| c != dec.content_size()) {
+        let ok = match content_size {
+            Ok(exact) => dec.content_size() == exact,
+            Err(max) => dec.content_size() <= max,
+        };
+        if !ok {
             return Err(bad);
         }
         let declared = dec.content_size();
@@ -219,7 +224,7 @@ impl SliceDecoder {
         slice: u32,
         _: u8,
         _: &[u8],
-        _: Option<u64>,
+        _: core::result::Result<u64, u64>,
         _: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         Err(Error::CodecUnavailable { slice })

@@ -13,8 +13,10 @@
 //!
 //! Every op produces at least one byte (`add_len + copy_len >= 1`), no op may produce more than
 //! the slice still needs, and the stream ends exactly when the slice is complete: a byte after
-//! that, or a stream that ends early, is an error. LEB128 values take at most 10 bytes and must
-//! fit the field (lengths <= the slice length, seeks within the base image). Reads outside the
+//! that, or a stream that ends early, is an error. LEB128 values must be minimal (no trailing
+//! zero group), take at most 10 bytes and fit the field (lengths <= the slice length, seeks
+//! within the base image). The zstd frame holding the stream must declare a content size of at
+//! most [`MAX_STREAM_FACTOR`] x the slice length, so decoding time stays linear in the slice. Reads outside the
 //! base image are errors. This is bsdiff's add/extra/seek scheme (as in bidiff), with the seek
 //! moved to the front of each op so a slice needs no initial cursor.
 //!
@@ -48,6 +50,10 @@ impl BaseImage for &[u8] {
 
 /// The only patch format defined so far (the record's `arg`).
 pub const PATCH_FORMAT_1: u64 = 1;
+
+/// Largest op stream per slice byte: an op producing one byte takes at most a 5-byte seek
+/// (base images <= 4 GiB), a 1-byte add length, one add byte and a 1-byte copy length.
+pub const MAX_STREAM_FACTOR: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -106,6 +112,9 @@ impl PatchDecoder {
         self.shift += 7;
         if b & 0x80 != 0 {
             return Ok(None);
+        }
+        if b == 0 && self.shift > 7 {
+            return Err(self.bad()); // non-minimal LEB128 (a trailing zero group)
         }
         let v = self.varint;
         self.varint = 0;
@@ -380,5 +389,16 @@ mod tests {
         assert!(apply(&[0xFF; 11], &base, 1, 3).is_err());
         // A stream cut inside a varint.
         assert!(apply(&[0x80], &base, 1, 3).is_err());
+        // Non-minimal LEB128: seek 0 written as 80 00.
+        let mut s = alloc::vec![0x80, 0x00];
+        s.extend_from_slice(
+            &enc(&[Op {
+                seek: 0,
+                add: &[],
+                copy: &[1],
+            }])[1..],
+        );
+        assert!(apply(&s, &base, 1, 3).is_err());
+        assert_eq!(apply(&s[1..], &base, 1, 3).unwrap(), [1]);
     }
 }

@@ -32,13 +32,11 @@ pub fn apply_streaming(
     base: Option<&[u8]>,
     chunk: usize,
 ) -> Result<Applied> {
-    // Buffer sizes, as a device would size them from the header and manifest.
-    let header = package
-        .get(..HEADER_LEN)
-        .ok_or(otapack_core::Error::Truncated { what: "header" })?;
-    let mut manifest_buf = vec![0u8; Applier::<&mut HostFlash>::manifest_buffer_len(header)?];
+    // Buffer sizes, as a device would size them from the header and manifest (parsed first,
+    // so no buffer is sized from an unchecked length).
     let pkg = Package::parse(package)?;
     let m = pkg.manifest();
+    let mut manifest_buf = vec![0u8; HEADER_LEN + m.as_bytes().len()];
     let mut payload_buf = vec![0u8; Applier::<&mut HostFlash>::payload_buffer_len(&m).max(4096)];
     let mut write_buf = [0u8; 256];
     let image_size = m.image_size() as usize;

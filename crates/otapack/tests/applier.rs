@@ -237,3 +237,28 @@ proptest! {
         prop_assert_eq!(r.unwrap(), mixed_image());
     }
 }
+
+#[test]
+fn a_header_declaring_a_4_gib_manifest_allocates_nothing_large() {
+    // 60 bytes: a header claiming a manifest of 0xFFFF_FFE0 bytes, then a valid trailer.
+    let mut pkg = otapack::otapack_core::wire::header::HeaderRepr {
+        manifest_len: 0xFFFF_FFE0,
+        payload_len: 0,
+    }
+    .emit()
+    .to_vec();
+    pkg.extend_from_slice(&[0; 28]);
+    fix_trailer(&mut pkg);
+    let trusted = [pubkey("test-ed25519").key];
+    let err = apply_streaming(&pkg, &trusted, &Policy::default(), None, 4096).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    // The device applier refuses before buffering anything.
+    let (r, flash) = run(&pkg, None, &trusted, &[7], 4096);
+    assert!(matches!(r, Err(Error::BufferTooSmall { .. })));
+    assert_eq!(flash.bytes_written, 0);
+    assert_eq!(
+        Applier::<&mut HostFlash>::manifest_buffer_len(&pkg).unwrap(),
+        32 + 0xFFFF_FFE0,
+        "64-bit host: the length is exact, never wrapped"
+    );
+}
