@@ -62,18 +62,7 @@ fn run(
 fn real_packages_at_any_chunk_size() {
     let k = key("test-ed25519");
     let trusted = [pubkey("test-ed25519").key];
-    let pairs = [
-        (
-            "microbit-micropython-1.0.0.bin",
-            "microbit-micropython-1.0.1.bin",
-        ),
-        ("seabios-1.16.2-bios.bin", "seabios-1.16.3-bios.bin"),
-        (
-            "opensbi-0.9-generic-fw_jump.elf",
-            "opensbi-1.1-generic-fw_jump.elf",
-        ),
-    ];
-    for (old, new) in pairs {
+    for (old, new) in PAIRS {
         let old = load(
             &testdata(&format!("firmware/{old}")),
             &LoadOptions::default(),
@@ -261,4 +250,46 @@ fn a_header_declaring_a_4_gib_manifest_allocates_nothing_large() {
         32 + 0xFFFF_FFE0,
         "64-bit host: the length is exact, never wrapped"
     );
+}
+
+#[test]
+fn progress_counts_slices_written() {
+    let pkg = small_package(&[&key("test-ed25519")]);
+    let trusted = [pubkey("test-ed25519").key];
+    let mut flash = HostFlash::new(64 * 1024);
+    let (mut m, mut p, mut w) = (vec![0u8; 4096], vec![0u8; 4096], [0u8; 64]);
+    let mut a = Applier::new(
+        &trusted,
+        Policy::default(),
+        &mut flash,
+        None,
+        &mut m,
+        &mut p,
+        &mut w,
+    )
+    .unwrap();
+    assert_eq!(a.progress().percent(), 0);
+    let mut seen = Vec::new();
+    for chunk in pkg.chunks(500) {
+        a.push(chunk).unwrap();
+        let pr = a.progress();
+        // Known once the manifest (about 700 bytes here) has arrived.
+        assert_eq!(
+            pr.slice_count,
+            if pr.consumed < 700 { 0 } else { 5 },
+            "{pr:?}"
+        );
+        seen.push(pr.percent());
+    }
+    assert_eq!(a.progress().consumed, pkg.len() as u64);
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "progress went backwards: {seen:?}"
+    );
+    assert_eq!(*seen.last().unwrap(), 100);
+    assert!(
+        seen.iter().any(|&p| p > 0 && p < 100),
+        "no intermediate progress: {seen:?}"
+    );
+    a.finish().unwrap();
 }

@@ -23,18 +23,6 @@ fn apply(
     verify_collect(pkg, base, trusted, policy)
 }
 
-const PAIRS: &[(&str, &str)] = &[
-    (
-        "microbit-micropython-1.0.0.bin",
-        "microbit-micropython-1.0.1.bin",
-    ),
-    ("seabios-1.16.2-bios.bin", "seabios-1.16.3-bios.bin"),
-    (
-        "opensbi-0.9-generic-fw_jump.elf",
-        "opensbi-1.1-generic-fw_jump.elf",
-    ),
-];
-
 #[test]
 fn real_firmware_pairs_round_trip_and_beat_full_packages() {
     let k = key("test-ed25519");

@@ -109,3 +109,16 @@ pub fn verify_collect(
     )?;
     Ok(out)
 }
+
+/// The old/new firmware pairs shipped in testdata/firmware.
+pub const PAIRS: &[(&str, &str)] = &[
+    (
+        "microbit-micropython-1.0.0.bin",
+        "microbit-micropython-1.0.1.bin",
+    ),
+    ("seabios-1.16.2-bios.bin", "seabios-1.16.3-bios.bin"),
+    (
+        "opensbi-0.9-generic-fw_jump.elf",
+        "opensbi-1.1-generic-fw_jump.elf",
+    ),
+];
