@@ -13,6 +13,10 @@ use otapack::{write_atomic, Error};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Counts heap use, so `simulate` can report the device session's peak heap.
+#[global_allocator]
+static ALLOC: otapack_probe::CountingAlloc = otapack_probe::CountingAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "otapack",
@@ -42,6 +46,9 @@ enum Command {
     Apply(ApplyArgs),
     /// Print the JSON a cloud OTA service pushes to devices for this package.
     Describe(DescribeArgs),
+    /// Run the device update session on a simulated two-slot device, optionally cutting the
+    /// power at flash operations; report RAM, flash traffic and whether every cut was survived.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Args)]
@@ -177,6 +184,30 @@ struct ApplyArgs {
     /// For a delta package: the base image it applies to, the image the device runs now (.bin, ELF or Intel HEX).
     #[arg(long, value_name = "OLD")]
     base: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    package: PathBuf,
+    /// The image the device runs now (the base of a delta package; for a full package, the
+    /// old image the device must still boot after a cut). .bin, ELF or Intel HEX.
+    #[arg(long, value_name = "OLD")]
+    base: Option<PathBuf>,
+    /// Trusted public key; without any, signatures are not checked (with a warning).
+    #[arg(long, value_name = "PUB.pem")]
+    key: Vec<PathBuf>,
+    /// Cut the power during every flash operation of the update ("every", one run each), or
+    /// during N operations spread over it.
+    #[arg(long, value_name = "every|N")]
+    power_cut: Option<String>,
+    /// How much of the cut operation still happens, in thousandths (0 to 1000).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    torn: u32,
+    /// Download chunk size.
+    #[arg(long, default_value = "1KiB", value_parser = parse_size)]
+    chunk: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -583,6 +614,97 @@ fn describe_cmd(a: DescribeArgs) -> Result<(), Error> {
     print_json(&describe(&read(&a.package)?, &a.url, method)?)
 }
 
+fn simulate_cmd(a: SimulateArgs) -> Result<(), Error> {
+    use otapack::simulate::{simulate, CutPlan, SimOptions};
+    let cuts = match a.power_cut.as_deref() {
+        None => CutPlan::None,
+        Some("every") => CutPlan::Every,
+        Some(n) => match n.parse::<u64>() {
+            Ok(n) if n > 0 => CutPlan::Sample(n),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "--power-cut: expected 'every' or a positive count, got '{n}'"
+                )))
+            }
+        },
+    };
+    let trusted: Vec<_> = load_public_keys(&a.key)?
+        .into_iter()
+        .map(|k| k.key)
+        .collect();
+    let policy = if trusted.is_empty() {
+        eprintln!("otapack: warning: no --key given: signatures are not checked (integrity only)");
+        Policy {
+            required_signatures: 0,
+            allow_unsigned: true,
+        }
+    } else {
+        Policy::default()
+    };
+    let bytes = read(&a.package)?;
+    let base = load_base(a.base.as_deref())?;
+    let opts = SimOptions {
+        cuts,
+        torn_permille: a.torn,
+        chunk: usize::try_from(a.chunk.max(1)).unwrap_or(usize::MAX),
+        policy,
+    };
+    let r = simulate(
+        &bytes,
+        base.as_deref(),
+        &trusted,
+        &opts,
+        &otapack_probe::measure,
+    )?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "layout": r.layout,
+            "cuts_injected": r.cuts_injected,
+            "cuts_survived": r.cuts_survived,
+            "first_failure": r.first_failure.as_ref().map(|(op, why)| serde_json::json!({"operation": op, "cause": why})),
+            "final_sha256": hex(&r.final_sha256),
+            "peak_heap_bytes": r.peak_heap_bytes,
+            "peak_stack_bytes": r.peak_stack_bytes,
+            "bytes_read": r.bytes_read,
+            "bytes_written": r.bytes_written,
+            "erases_total": r.erases_total,
+            "erases_max_per_sector": r.erases_max_per_sector,
+            "flash_ops": r.flash_ops,
+            "scratch_bytes": r.scratch_bytes,
+        }))?;
+    } else {
+        println!("layout:                {}", r.layout);
+        println!("final image sha256:    {}", hex(&r.final_sha256));
+        match r.peak_heap_bytes {
+            Some(h) => println!("peak heap:             {h} bytes (buffers and decoder)"),
+            None => println!("peak heap:             not measured"),
+        }
+        println!("peak stack:            {} bytes", r.peak_stack_bytes);
+        println!(
+            "flash read / written:  {} / {} bytes",
+            r.bytes_read, r.bytes_written
+        );
+        println!(
+            "erases:                {} total, {} max per sector",
+            r.erases_total, r.erases_max_per_sector
+        );
+        println!("flash operations:      {}", r.flash_ops);
+        println!("scratch used:          {} bytes", r.scratch_bytes);
+        println!(
+            "power cuts:            {} injected, {} survived",
+            r.cuts_injected, r.cuts_survived
+        );
+    }
+    if let Some((op, why)) = &r.first_failure {
+        return Err(Error::Invalid(format!(
+            "{} of {} power cuts not survived; first at flash operation {op}: {why}",
+            r.cuts_injected - r.cuts_survived,
+            r.cuts_injected
+        )));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -593,6 +715,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect(a),
         Command::Apply(a) => apply(a),
         Command::Describe(a) => describe_cmd(a),
+        Command::Simulate(a) => simulate_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

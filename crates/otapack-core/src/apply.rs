@@ -65,6 +65,18 @@ enum Step {
     Failed(Error),
 }
 
+/// Something the caller may act on, returned by [`Applier::push_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The header, manifest and signatures are checked and the policy holds (and, for delta
+    /// kinds, the base image matched); nothing has been written yet. The caller may check the
+    /// [manifest](Applier::manifest) against the device, record the update, and
+    /// [resume](Applier::resume_from) before any flash write.
+    Authenticated,
+    /// Slice `n` is in flash, read back and matched its digest.
+    SliceDone(u32),
+}
+
 /// Where the applier is, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -119,6 +131,17 @@ pub struct Applier<'a, F: NorFlash> {
     slice: u32,
     slice_count: u32,
     out: FlashOut,
+    /// SHA-256 of header and manifest (the package id), once the manifest is in.
+    package_id: [u8; 32],
+    device: Option<crate::policy::DeviceInfo<'a>>,
+    /// An event waiting to be returned by `push_step`.
+    event: Option<Event>,
+    /// Payload bytes to drop before the next slice's payload (after `resume_from`).
+    skip: u64,
+    /// Slices before this one were written by an earlier session.
+    resumed_at: Option<u32>,
+    /// The caller jumped over part of the package (the trailer MD5 cannot be checked).
+    jumped: bool,
 }
 
 /// Programs the destination slot sequentially through the write buffer, erasing each sector
@@ -131,6 +154,63 @@ struct FlashOut {
     fill: usize,
     /// Everything below this offset is erased (or already written).
     erased_to: u64,
+}
+
+/// A base image read from flash (the running slot): `len` bytes from offset 0. Patches read
+/// at any offset, so the flash's `READ_SIZE` must be 1.
+pub struct FlashBase<'f, F: embedded_storage::nor_flash::ReadNorFlash> {
+    flash: &'f mut F,
+    len: u64,
+}
+
+impl<'f, F: embedded_storage::nor_flash::ReadNorFlash> FlashBase<'f, F> {
+    pub fn new(flash: &'f mut F, len: u64) -> Result<Self> {
+        if F::READ_SIZE != 1 || len > flash.capacity() as u64 {
+            return Err(Error::BaseRead);
+        }
+        Ok(FlashBase { flash, len })
+    }
+}
+
+impl<F: embedded_storage::nor_flash::ReadNorFlash> BaseImage for FlashBase<'_, F> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or(Error::BaseRead)?;
+        if end > self.len {
+            return Err(Error::BaseRead);
+        }
+        let at = u32::try_from(offset).map_err(|_| Error::BaseRead)?;
+        self.flash.read(at, buf).map_err(|_| Error::BaseRead)
+    }
+}
+
+/// The SHA-256 of `len` bytes of `flash` from `start`, read through `buf`.
+fn read_back<F: NorFlash>(flash: &mut F, buf: &mut [u8], start: u64, len: u64) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut off = start;
+    let end = start.checked_add(len).ok_or(Error::SlotTooSmall)?;
+    // Reads cover whole READ_SIZE units; the hash takes only the image bytes.
+    let unit = F::READ_SIZE.max(1);
+    let step = (buf.len() / unit) * unit;
+    if step == 0 {
+        return Err(Error::BufferTooSmall {
+            needed: unit as u64,
+        });
+    }
+    while off < end {
+        let n = ((end - off) as usize).min(step);
+        let padded = n.div_ceil(unit) * unit;
+        let at = u32::try_from(off).map_err(|_| Error::SlotTooSmall)?;
+        let chunk = buf.get_mut(..padded).ok_or(Error::Output)?;
+        flash.read(at, chunk).map_err(|_| Error::Output)?;
+        h.update(chunk.get(..n).unwrap_or(&[]));
+        off += n as u64;
+    }
+    Ok(h.finalize().into())
 }
 
 impl FlashOut {
@@ -255,6 +335,12 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             slice: 0,
             slice_count: 0,
             out: FlashOut::default(),
+            package_id: [0; 32],
+            device: None,
+            event: None,
+            skip: 0,
+            resumed_at: None,
+            jumped: false,
         })
     }
 
@@ -294,12 +380,26 @@ impl<'a, F: NorFlash> Applier<'a, F> {
     }
 
     /// Consumes the next piece of the package. After an error every further call returns it.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+    /// Events are not reported (see [`Applier::push_step`]).
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<()> {
+        loop {
+            let (used, event) = self.push_step(chunk)?;
+            chunk = chunk.get(used..).unwrap_or(&[]);
+            if chunk.is_empty() && event.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Consumes the next piece of the package up to the next [`Event`]: returns the bytes used
+    /// and the event, if one happened (call again with the rest). After an error every further
+    /// call returns it.
+    pub fn push_step(&mut self, chunk: &[u8]) -> Result<(usize, Option<Event>)> {
         if let Step::Failed(e) = self.step {
             return Err(e);
         }
         match self.push_inner(chunk) {
-            Ok(()) => Ok(()),
+            Ok(used) => Ok((used, self.event.take())),
             Err(e) => {
                 self.step = Step::Failed(e);
                 Err(e)
@@ -307,14 +407,110 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         }
     }
 
+    /// Checks the manifest against the device, right after the signatures (before any write).
+    /// See [`crate::policy`].
+    pub fn set_device(&mut self, device: crate::policy::DeviceInfo<'a>) {
+        self.device = Some(device);
+    }
+
+    /// The SHA-256 of header and manifest (what the signatures cover): identifies the package.
+    /// Valid once the manifest is in.
+    pub fn package_id(&self) -> Option<[u8; 32]> {
+        self.manifest().map(|_| self.package_id)
+    }
+
+    /// Continues an update that an earlier session left after `slices_done` slices (all
+    /// written, read back and verified, as recorded by the caller). Only right after
+    /// [`Event::Authenticated`]. The payload bytes of those slices are then skipped: push them
+    /// (they are hashed for the trailer MD5 and dropped), or [`jump`](Applier::jump) to
+    /// [`wanted_offset`](Applier::wanted_offset) and push from there. The slice size must be a
+    /// multiple of the flash's erase size, so the first slice redone erases only its own
+    /// sectors.
+    pub fn resume_from(&mut self, slices_done: u32) -> Result<()> {
+        let m = self.manifest().ok_or(Error::WrongState {
+            what: "resume before the manifest",
+        })?;
+        if self.step != Step::Payload || self.slice != 0 || self.have != 0 || self.skip != 0 {
+            return Err(Error::WrongState {
+                what: "resume only right after authentication",
+            });
+        }
+        if slices_done > m.slice_count() {
+            return Err(Error::WrongState {
+                what: "more slices done than the package has",
+            });
+        }
+        if F::ERASE_SIZE == 0 || !(m.slice_size() as usize).is_multiple_of(F::ERASE_SIZE) {
+            return Err(Error::WrongState {
+                what: "resume needs slices that are whole erase sectors",
+            });
+        }
+        let skip = match m.slice(slices_done) {
+            Some(r) => u64::from(r.payload_offset()),
+            None => u64::from(self.payload_len),
+        };
+        let pos = u64::from(slices_done) << m.slice_log2();
+        self.skip = skip;
+        self.slice = slices_done;
+        self.out = FlashOut {
+            pos,
+            fill: 0,
+            erased_to: pos,
+        };
+        self.resumed_at = Some(slices_done);
+        Ok(())
+    }
+
+    /// The package offset of the next byte the applier needs, when it is past what was pushed
+    /// (after [`resume_from`](Applier::resume_from)): ask the server for the package from there
+    /// (HTTP Range) and call [`jump`](Applier::jump).
+    pub fn wanted_offset(&self) -> Option<u64> {
+        (self.skip > 0).then_some(self.consumed + self.skip)
+    }
+
+    /// The next bytes pushed start at package offset `offset`, which must be
+    /// [`wanted_offset`](Applier::wanted_offset). The trailer MD5 (a transport checksum) is then
+    /// not checked; the signatures and every digest still are.
+    pub fn jump(&mut self, offset: u64) -> Result<()> {
+        if self.wanted_offset() != Some(offset) {
+            return Err(Error::WrongState {
+                what: "jump to an offset the applier did not ask for",
+            });
+        }
+        self.consumed = offset;
+        self.md5_len = offset;
+        self.skip = 0;
+        self.jumped = true;
+        Ok(())
+    }
+
+    /// Whether the trailer MD5 is checked (false after a [`jump`](Applier::jump)).
+    pub fn md5_checked(&self) -> bool {
+        !self.jumped
+    }
+
     /// Ends the update: `Ok` only if the whole package arrived and every check passed, and the
     /// image is completely written. Only then may the slot be activated.
+    ///
+    /// Before it returns `Ok`, the whole image is read back from flash and its SHA-256 checked
+    /// against the manifest, so slices written by an earlier, interrupted session count only if
+    /// they are still intact.
     pub fn finish(mut self) -> Result<SignatureSummary> {
         match self.step {
             Step::Done => {
                 let erase_value = self.erase_value();
                 self.out
                     .flush(&mut self.flash, self.write_buf, erase_value)?;
+                let (size, expected) = {
+                    let m = self
+                        .manifest()
+                        .ok_or(Error::Truncated { what: "manifest" })?;
+                    (m.image_size(), m.image_sha256())
+                };
+                let digest = read_back(&mut self.flash, self.write_buf, 0, size)?;
+                if digest != expected {
+                    return Err(Error::ImageDigest);
+                }
                 Ok(self.summary)
             }
             Step::Failed(e) => Err(e),
@@ -342,8 +538,20 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         Ok(rest)
     }
 
-    fn push_inner(&mut self, mut input: &[u8]) -> Result<()> {
-        while !input.is_empty() {
+    fn push_inner(&mut self, mut input: &[u8]) -> Result<usize> {
+        let total = input.len();
+        loop {
+            if self.event.is_some() {
+                break;
+            }
+            // A payload-less slice (fill, copy) or the end of the payloads needs no input.
+            if self.step == Step::Payload && self.skip == 0 && self.current_payload_len() == 0 {
+                self.on_payload()?;
+                continue;
+            }
+            if input.is_empty() {
+                break;
+            }
             let start = input;
             let step = self.step;
             match step {
@@ -386,6 +594,12 @@ impl<'a, F: NorFlash> Applier<'a, F> {
                         self.on_entry_body(check)?;
                     }
                 }
+                Step::Payload if self.skip > 0 => {
+                    // Payloads of slices an earlier session finished: hashed (MD5), dropped.
+                    let n = self.skip.min(input.len() as u64) as usize;
+                    self.skip -= n as u64;
+                    input = input.get(n..).unwrap_or(&[]);
+                }
                 Step::Payload => {
                     let want = self.current_payload_len();
                     input = Self::gather(self.payload_buf, &mut self.have, want, input)?;
@@ -415,12 +629,8 @@ impl<'a, F: NorFlash> Applier<'a, F> {
                 self.md5_len += used as u64;
             }
             self.consumed += used as u64;
-            // A payload-less slice (fill, copy) or the end of the payloads needs no input.
-            while self.step == Step::Payload && self.current_payload_len() == 0 {
-                self.on_payload()?;
-            }
         }
-        Ok(())
+        Ok(total - input.len())
     }
 
     fn current_payload_len(&self) -> usize {
@@ -449,6 +659,11 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         let (head, body) = bytes.split_at(HEADER_LEN);
         let h = Header::new_checked(head)?;
         let m = Manifest::new_checked(body, h.format_version(), self.payload_len)?;
+        if !(m.slice_size() as usize).is_multiple_of(F::WRITE_SIZE) {
+            return Err(Error::BufferTooSmall {
+                needed: F::WRITE_SIZE as u64,
+            });
+        }
         let needed = Self::payload_buffer_len(&m);
         if needed > self.payload_buf.len() {
             return Err(Error::BufferTooSmall {
@@ -460,7 +675,8 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             return Err(Error::SlotTooSmall);
         }
         self.slice_count = m.slice_count();
-        self.message = signed_message(&Sha256::digest(bytes).into());
+        self.package_id = Sha256::digest(bytes).into();
+        self.message = signed_message(&self.package_id);
         self.have = 0;
         self.step = Step::SigHead;
         Ok(())
@@ -543,6 +759,9 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             let m = self
                 .manifest()
                 .ok_or(Error::Truncated { what: "manifest" })?;
+            if let Some(device) = &self.device {
+                crate::policy::check_device(&m, device)?;
+            }
             (m.kind(), m.base_size(), m.base_sha256())
         };
         if kind == Kind::Full {
@@ -553,6 +772,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         }
         self.have = 0;
         self.step = Step::Payload;
+        self.event = Some(Event::Authenticated);
         Ok(())
     }
 
@@ -563,7 +783,9 @@ impl<'a, F: NorFlash> Applier<'a, F> {
                 .ok_or(Error::Truncated { what: "manifest" })?;
             let expected = m.image_sha256();
             let digest: [u8; 32] = self.image.clone().finalize().into();
-            if digest != expected {
+            // After a resume the stream hash misses the earlier slices: `finish` reads the
+            // whole image back instead.
+            if self.resumed_at.is_none() && digest != expected {
                 return Err(Error::ImageDigest);
             }
             self.have = 0;
@@ -602,6 +824,15 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             image.update(chunk);
             out.put(flash, write_buf, chunk)
         })?;
+        // Program the slice's last bytes and read the slice back: it counts as done only once
+        // flash holds exactly what the manifest promised.
+        out.flush(flash, write_buf, manifest.erase_value())?;
+        let start = u64::from(rec.index()) << manifest.slice_log2();
+        let len = u64::from(manifest.slice_len(rec.index()));
+        if read_back(flash, write_buf, start, len)? != rec.slice_sha256() {
+            return Err(Error::Readback { offset: start });
+        }
+        self.event = Some(Event::SliceDone(self.slice));
         self.slice += 1;
         self.have = 0;
         Ok(())
@@ -614,7 +845,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         })?;
         let t = Trailer::new_checked(&self.trailer, total)?;
         let md5: [u8; 16] = self.md5.clone().finalize().into();
-        if md5 != t.md5() {
+        if !self.jumped && md5 != t.md5() {
             return Err(Error::Md5Mismatch);
         }
         self.step = Step::Done;

@@ -67,6 +67,23 @@ pub enum Error {
     BaseRead,
     /// The destination slot is smaller than the image (or than the flash's address range).
     SlotTooSmall,
+    /// What was read back from flash after writing differs from what was written.
+    Readback { offset: u64 },
+    /// The update-state flash region is too small or its geometry is unsupported.
+    StateLayout,
+    /// Reading, erasing or programming the update-state region failed.
+    StateFlash,
+    /// The package lists hardware versions and the device's is not one of them.
+    WrongHardware,
+    /// The package's software type is not the device's.
+    WrongSoftwareType,
+    /// The package's security counter is below the one the device stores (a rollback).
+    Rollback { package: u64, device: u64 },
+    /// The package expired (by the device's trusted clock).
+    Expired { expires: u64, now: u64 },
+    /// The operation does not fit the update state (nothing to confirm, another update in
+    /// progress, a package different from the one being resumed).
+    WrongState { what: &'static str },
 }
 
 impl fmt::Display for Error {
@@ -136,6 +153,22 @@ impl fmt::Display for Error {
             ),
             BaseRead => write!(f, "reading the base image failed"),
             SlotTooSmall => write!(f, "the destination slot is too small for the image"),
+            Readback { offset } => write!(
+                f,
+                "flash read back at image offset {offset} differs from what was written"
+            ),
+            StateLayout => write!(f, "update-state region: unsupported size or geometry"),
+            StateFlash => write!(f, "update-state region: flash operation failed"),
+            WrongHardware => write!(f, "the package is not for this hardware version"),
+            WrongSoftwareType => write!(f, "the package is not for this software type"),
+            Rollback { package, device } => write!(
+                f,
+                "security counter {package} is below the device's {device} (rollback refused)"
+            ),
+            Expired { expires, now } => {
+                write!(f, "the package expired at {expires} (device time {now})")
+            }
+            WrongState { what } => write!(f, "update state: {what}"),
         }
     }
 }
@@ -146,6 +179,39 @@ pub fn write_hex(f: &mut dyn fmt::Write, bytes: &[u8]) -> fmt::Result {
         write!(f, "{b:02x}")?;
     }
     Ok(())
+}
+
+impl Error {
+    /// The failure code AliOS Things, iotkit and EnOS style OTA services expect a device to
+    /// report: -1 upgrade failed, -2 download failed, -3 verification failed, -4 flash write
+    /// failed.
+    pub fn report_code(&self) -> i8 {
+        use Error::*;
+        match self {
+            Truncated { .. } => -2,
+            BadMagic { .. }
+            | UnsupportedVersion(_)
+            | Malformed { .. }
+            | LengthMismatch { .. }
+            | UnknownCriticalField(_)
+            | UnknownMethod(_)
+            | MethodNotAllowed { .. }
+            | DuplicateSignature
+            | Md5Mismatch
+            | PayloadDigest { .. }
+            | SliceDigest { .. }
+            | ImageDigest
+            | Decode { .. }
+            | WindowTooLarge { .. }
+            | BadSignature { .. }
+            | AlgorithmMismatch { .. }
+            | Unsigned
+            | NotEnoughTrustedSignatures { .. }
+            | BaseMismatch => -3,
+            Output | SlotTooSmall | Readback { .. } | StateFlash => -4,
+            _ => -1,
+        }
+    }
 }
 
 impl core::error::Error for Error {}

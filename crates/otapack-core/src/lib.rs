@@ -29,6 +29,9 @@ pub mod error;
 pub mod keys;
 pub mod package;
 pub mod patch;
+pub mod policy;
+pub mod session;
+pub mod state;
 pub mod verify;
 pub mod wire;
 

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod report;
 pub mod sign;
 pub mod sim;
+pub mod simulate;
 
 pub use error::{Error, Result};
 pub use otapack_core;
