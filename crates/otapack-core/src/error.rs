@@ -67,6 +67,10 @@ pub enum Error {
     BaseRead,
     /// The destination slot is smaller than the image (or than the flash's address range).
     SlotTooSmall,
+    /// An in-place delta slice reads base bytes outside its read window: bytes that slices
+    /// applied before it have already overwritten (a copy range, checked at parse, or a patch
+    /// read, checked while decoding).
+    ReadOutsideWindow { slice: u32 },
 }
 
 impl fmt::Display for Error {
@@ -136,6 +140,10 @@ impl fmt::Display for Error {
             ),
             BaseRead => write!(f, "reading the base image failed"),
             SlotTooSmall => write!(f, "the destination slot is too small for the image"),
+            ReadOutsideWindow { slice } => write!(
+                f,
+                "slice {slice}: reads base bytes outside its in-place read window"
+            ),
         }
     }
 }
