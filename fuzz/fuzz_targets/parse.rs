@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use otapack_core::wire::header::{HeaderRepr, HEADER_LEN};
-use otapack_core::wire::manifest::{Kind, ManifestRepr, SHA256_EMPTY};
+use otapack_core::wire::manifest::{Kind, ManifestRepr, FLAG_APPLY_DESCENDING, SHA256_EMPTY};
 use otapack_core::wire::sigblock;
 use otapack_core::wire::slice::{Method, SliceRepr};
 use otapack_core::wire::tlv;
@@ -35,6 +35,13 @@ fuzz_target!(|data: &[u8]| {
         Kind::Full => assert!(m.base_size() == 0 && m.base_sha256() == [0; 32]),
         _ => assert!((1..=u64::from(u32::MAX)).contains(&m.base_size())),
     }
+    // Flags: only APPLY_DESCENDING, and only in an in-place delta; the apply order is a
+    // permutation of the slice indices.
+    assert_eq!(m.flags() & !FLAG_APPLY_DESCENDING, 0);
+    assert!(!m.apply_descending() || m.kind() == Kind::DeltaInPlace);
+    let mut order: Vec<u32> = m.apply_order().collect();
+    order.sort_unstable();
+    assert!(order.iter().copied().eq(0..m.slice_count()), "apply order");
     black_box((
         m.kind().name(),
         m.erase_value(),
@@ -98,6 +105,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(
                     end.is_some_and(|e| e <= m.base_size()),
                     "copy beyond the base"
+                );
+                let w = m.read_window(i as u32);
+                assert!(
+                    m.kind() != Kind::DeltaInPlace
+                        || (rec.arg() >= w.start && end.is_some_and(|e| e <= w.end)),
+                    "in-place copy outside its read window"
                 );
             }
             Method::Patch => {

@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
         image_sha256: [0; 32],
         base_size: 0,
         base_sha256: [0; 32],
+        apply_descending: false,
         software_version: "fuzz".into(),
         software_type: None,
         hardware_versions: Vec::new(),

@@ -30,6 +30,11 @@
 //! its signed digest. A slice whose decoded output then fails its digest (a decoder fault) stops
 //! the update with an error; the destination slot must not be activated unless
 //! [`Applier::finish`] returned `Ok` (two-slot updates: the running image is never touched).
+//!
+//! An in-place delta (kind 2) is accepted too and applied here as a two-slot update, in slice
+//! index order: its base stays intact, and the decoder still holds each slice to its read
+//! window. Overwriting the base in its own slot is a different loop (scratch sector, apply
+//! order, power-fail state).
 
 use crate::decode::SliceDecoder;
 use crate::error::{Error, Result};

@@ -3,15 +3,65 @@
 //! The payload's SHA-256 is checked *before* it reaches a decoder, and the decoded slice's
 //! SHA-256 after, so a decoder only ever sees bytes the signed manifest vouches for, and no
 //! output is handed on unless it is exactly what the manifest promised.
+//!
+//! In an in-place delta (kind 2) every read of the base image goes through [`WindowedBase`]:
+//! a copy or patch that reads a base byte outside the slice's read window
+//! ([`Manifest::read_window`]), a byte an earlier slice may already have overwritten, fails
+//! with [`Error::ReadOutsideWindow`].
 
 use crate::error::{Error, Result};
 use crate::patch::{BaseImage, PatchDecoder};
-use crate::wire::manifest::Manifest;
+use crate::wire::manifest::{Kind, Manifest};
 use crate::wire::slice::{Method, SliceRecord};
+use core::ops::Range;
 use sha2::{Digest, Sha256};
 
 /// Bytes produced per step for `fill` and read per step for `copy` (stack buffers).
 const BLOCK: usize = 256;
+
+/// A base image whose reads are restricted to a window of it: a read of any byte outside
+/// `window` fails with [`Error::ReadOutsideWindow`] before the inner image is touched. Its
+/// length is the inner image's, so a patch's cursor may still move anywhere in the base; only
+/// the bytes it reads are restricted.
+pub struct WindowedBase<'b> {
+    inner: &'b mut dyn BaseImage,
+    window: Range<u64>,
+    slice: u32,
+}
+
+impl<'b> WindowedBase<'b> {
+    /// Restricts `inner` to `window` for slice `slice` (named in the error).
+    pub fn new(inner: &'b mut dyn BaseImage, window: Range<u64>, slice: u32) -> Self {
+        WindowedBase {
+            inner,
+            window,
+            slice,
+        }
+    }
+}
+
+impl core::fmt::Debug for WindowedBase<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WindowedBase")
+            .field("window", &self.window)
+            .field("slice", &self.slice)
+            .finish()
+    }
+}
+
+impl BaseImage for WindowedBase<'_> {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let outside = Error::ReadOutsideWindow { slice: self.slice };
+        let end = offset.checked_add(buf.len() as u64).ok_or(outside)?;
+        if offset < self.window.start || end > self.window.end {
+            return Err(outside);
+        }
+        self.inner.read(offset, buf)
+    }
+}
 
 /// Reusable decoding state (the zstd decoder keeps its buffers across slices).
 #[derive(Default)]
@@ -34,7 +84,8 @@ impl SliceDecoder {
     /// Decodes slice `rec` of `manifest` from `payload` into `out`, which must be at least the
     /// slice's length; returns the decoded slice (a prefix of `out`). `base` is the image a
     /// delta package applies to (checked against the manifest by the caller); `copy` and `patch`
-    /// slices need it.
+    /// slices need it. For an in-place delta, reads are restricted to the slice's read window
+    /// (see the module documentation), so `base` may be the slot being overwritten.
     pub fn decode<'o>(
         &mut self,
         manifest: &Manifest<'_>,
@@ -73,6 +124,14 @@ impl SliceDecoder {
         let slice = rec.index();
         let bad = Error::Decode { slice };
         let len = u64::from(manifest.slice_len(slice));
+        let mut windowed;
+        let base = match base {
+            Some(b) if manifest.kind() == Kind::DeltaInPlace => {
+                windowed = WindowedBase::new(b, manifest.read_window(slice), slice);
+                Some(&mut windowed as &mut dyn BaseImage)
+            }
+            other => other,
+        };
         let payload_digest: [u8; 32] = Sha256::digest(payload).into();
         if payload_digest != rec.payload_sha256() {
             return Err(Error::PayloadDigest { slice });
@@ -228,5 +287,28 @@ impl SliceDecoder {
         _: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         Err(Error::CodecUnavailable { slice })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windowed_base_reads_only_inside_its_window() {
+        let bytes: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let mut inner: &[u8] = &bytes;
+        let mut w = WindowedBase::new(&mut inner, 4..12, 7);
+        assert_eq!(BaseImage::len(&w), 16);
+        let mut buf = [0u8; 8];
+        w.read(4, &mut buf).unwrap();
+        assert_eq!(buf, [4, 5, 6, 7, 8, 9, 10, 11]);
+        let outside = Err(Error::ReadOutsideWindow { slice: 7 });
+        assert_eq!(w.read(3, &mut buf[..1]), outside);
+        assert_eq!(w.read(5, &mut buf), outside);
+        assert_eq!(w.read(12, &mut buf[..1]), outside);
+        assert_eq!(w.read(u64::MAX, &mut buf[..2]), outside);
+        w.read(11, &mut buf[..1]).unwrap();
+        assert_eq!(buf[0], 11);
     }
 }

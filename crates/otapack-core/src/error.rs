@@ -84,6 +84,10 @@ pub enum Error {
     /// The operation does not fit the update state (nothing to confirm, another update in
     /// progress, a package different from the one being resumed).
     WrongState { what: &'static str },
+    /// An in-place delta slice reads base bytes outside its read window: bytes that slices
+    /// applied before it have already overwritten (a copy range, checked at parse, or a patch
+    /// read, checked while decoding).
+    ReadOutsideWindow { slice: u32 },
 }
 
 impl fmt::Display for Error {
@@ -169,6 +173,10 @@ impl fmt::Display for Error {
                 write!(f, "the package expired at {expires} (device time {now})")
             }
             WrongState { what } => write!(f, "update state: {what}"),
+            ReadOutsideWindow { slice } => write!(
+                f,
+                "slice {slice}: reads base bytes outside its in-place read window"
+            ),
         }
     }
 }
@@ -207,7 +215,8 @@ impl Error {
             | AlgorithmMismatch { .. }
             | Unsigned
             | NotEnoughTrustedSignatures { .. }
-            | BaseMismatch => -3,
+            | BaseMismatch
+            | ReadOutsideWindow { .. } => -3,
             Output | SlotTooSmall | Readback { .. } | StateFlash => -4,
             _ => -1,
         }

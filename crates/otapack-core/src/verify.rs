@@ -123,6 +123,11 @@ pub fn check_signatures(
 /// `base` is the image a delta package applies to (ignored for full packages); its size and
 /// SHA-256 are checked against the manifest before any slice is decoded. A sink error stops
 /// verification and is returned as is.
+///
+/// An in-place delta (kind 2) is verified the same way, slice by slice in index order against
+/// the pristine base: that decodes exactly what applying it in place would, because each
+/// slice may only read its read window ([`crate::wire::manifest::Manifest::read_window`]), base
+/// bytes that are still intact when the slice is applied in place.
 pub fn verify_package(
     pkg: &Package<'_>,
     trusted: &[TrustedKey],

@@ -275,6 +275,7 @@ fn package(
         image_sha256: Sha256::digest(&image.data).into(),
         base_size: base.map_or(0, |b| b.len() as u64),
         base_sha256: base.map_or([0; 32], |b| Sha256::digest(b).into()),
+        apply_descending: false,
         software_version: opts.software_version.clone(),
         software_type: opts.software_type.clone(),
         hardware_versions: opts.hardware_versions.clone(),

@@ -10,7 +10,7 @@
 //! | 3      | 1    | erase_value      | the flash's erased byte (usually 0xFF)             |
 //! | 4      | 1    | slice_log2       | 12..=20 (slice size 4 KiB .. 1 MiB)                |
 //! | 5      | 1    | zstd_window_log  | 0 = no zstd payloads; else 10..=slice_log2         |
-//! | 6      | 2    | flags            | 0 (reserved)                                       |
+//! | 6      | 2    | flags            | bit 0 APPLY_DESCENDING (kind 2 only); others 0     |
 //! | 8      | 4    | slice_count      | ceil(image_size / slice size)                      |
 //! | 12     | 4    | tlv_len          | 0..=4096                                           |
 //! | 16     | 8    | security_counter | anti-rollback counter                              |
@@ -27,12 +27,17 @@ use super::slice::{Method, SliceRecord, RECORD_LEN};
 use super::tlv::{self, TlvIter};
 use super::{all_zero, digest_at, le_u16, le_u32, le_u64};
 use crate::error::{Error, Result};
+use core::ops::Range;
 
 pub const FIXED_LEN: usize = 136;
 pub const MIN_SLICE_LOG2: u8 = 12;
 pub const MAX_SLICE_LOG2: u8 = 20;
 pub const MIN_WINDOW_LOG: u8 = 10;
 pub const MAX_IMAGE_SIZE: u64 = u32::MAX as u64;
+
+/// Manifest `flags` bit 0: an in-place delta (kind 2) is applied from the last slice to the
+/// first instead of from the first to the last. Not allowed in any other kind.
+pub const FLAG_APPLY_DESCENDING: u16 = 1;
 
 /// SHA-256 of the empty string: the payload digest of a `fill` slice.
 pub const SHA256_EMPTY: [u8; 32] = [
@@ -91,6 +96,30 @@ impl Kind {
     }
 }
 
+/// Slice indices in apply order ([`Manifest::apply_order`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOrder {
+    left: Range<u32>,
+    descending: bool,
+}
+
+impl Iterator for ApplyOrder {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.descending {
+            self.left.next_back()
+        } else {
+            self.left.next()
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.left.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ApplyOrder {}
+impl core::iter::FusedIterator for ApplyOrder {}
+
 /// A checked view of the manifest bytes (exactly `header.manifest_len` of them).
 #[derive(Debug, Clone, Copy)]
 pub struct Manifest<'a> {
@@ -115,10 +144,6 @@ impl<'a> Manifest<'a> {
             return Err(Error::UnsupportedVersion(version));
         }
         let kind = Kind::from_u8(m.kind_code())?;
-        if kind == Kind::DeltaInPlace {
-            // Reserved for single-slot in-place updates; refused until implemented.
-            return Err(Error::UnsupportedKind(kind as u8));
-        }
         let log2 = m.slice_log2();
         if !(MIN_SLICE_LOG2..=MAX_SLICE_LOG2).contains(&log2) {
             return Err(Error::Malformed {
@@ -131,9 +156,15 @@ impl<'a> Manifest<'a> {
                 what: "zstd_window_log outside 10..=slice_log2",
             });
         }
-        if !all_zero(buf, field::FLAGS) || !all_zero(buf, field::RESERVED) {
+        let flags = m.flags();
+        if flags & !FLAG_APPLY_DESCENDING != 0 || !all_zero(buf, field::RESERVED) {
             return Err(Error::Malformed {
                 what: "reserved manifest bytes are not zero",
+            });
+        }
+        if flags & FLAG_APPLY_DESCENDING != 0 && kind != Kind::DeltaInPlace {
+            return Err(Error::Malformed {
+                what: "APPLY_DESCENDING flag outside an in-place delta package",
             });
         }
         let size = m.image_size();
@@ -246,6 +277,14 @@ impl<'a> Manifest<'a> {
                     what: "slice record fields break its method's rules",
                 });
             }
+            if rec.method() == Method::Copy && self.kind() == Kind::DeltaInPlace {
+                // In place, a copy may only read base bytes still intact when it is decoded.
+                let window = self.read_window(i);
+                let end = rec.arg().saturating_add(slice_len.into());
+                if rec.arg() < window.start || end > window.end {
+                    return Err(Error::ReadOutsideWindow { slice: i });
+                }
+            }
             next_offset += u64::from(len);
             if next_offset > u64::from(payload_len) {
                 return Err(Error::Malformed {
@@ -299,6 +338,45 @@ impl<'a> Manifest<'a> {
     /// 0 when no payload is zstd; else the log2 of the largest window a frame may use.
     pub fn zstd_window_log(&self) -> u8 {
         self.buf.get(field::ZSTD_WINDOW_LOG).copied().unwrap_or(0)
+    }
+    /// The raw `flags` field (checked at construction: at most [`FLAG_APPLY_DESCENDING`]).
+    pub fn flags(&self) -> u16 {
+        le_u16(self.buf, field::FLAGS.start)
+    }
+    /// Whether an in-place delta is applied from the last slice to the first
+    /// ([`FLAG_APPLY_DESCENDING`]); always `false` for other kinds.
+    pub fn apply_descending(&self) -> bool {
+        self.flags() & FLAG_APPLY_DESCENDING != 0
+    }
+    /// The slice indices in the order a device applies them: ascending (0, 1, ...) unless
+    /// [`Manifest::apply_descending`]. Payloads stay in index order in the file whatever the
+    /// order.
+    pub fn apply_order(&self) -> ApplyOrder {
+        ApplyOrder {
+            left: 0..self.slice_count(),
+            descending: self.apply_descending(),
+        }
+    }
+    /// The base-image bytes slice `index` may read (a copy range, every byte a patch adds to).
+    ///
+    /// In an in-place delta (kind 2), with `S` the slice size and `B` the base size, it is
+    /// `[min(index·S, B), B)` when slices are applied in ascending order and
+    /// `[0, min((index+1)·S, B))` when descending: exactly the base bytes still intact in the
+    /// slot when slice `index` is decoded (slices applied earlier have overwritten their own
+    /// regions; the slice's own old region is overwritten only after it is decoded). In a
+    /// two-slot delta the whole base `[0, B)`; in a full package empty.
+    pub fn read_window(&self, index: u32) -> Range<u64> {
+        let base = self.base_size();
+        let size = u64::from(self.slice_size());
+        match self.kind() {
+            Kind::Full => 0..0,
+            Kind::Delta => 0..base,
+            Kind::DeltaInPlace if self.apply_descending() => {
+                let end = u64::from(index).saturating_add(1).saturating_mul(size);
+                0..end.min(base)
+            }
+            Kind::DeltaInPlace => u64::from(index).saturating_mul(size).min(base)..base,
+        }
     }
     pub fn slice_count(&self) -> u32 {
         le_u32(self.buf, field::SLICE_COUNT)
@@ -404,6 +482,8 @@ mod repr {
         pub image_sha256: [u8; 32],
         pub base_size: u64,
         pub base_sha256: [u8; 32],
+        /// Kind 2 only: apply the slices from the last to the first ([`FLAG_APPLY_DESCENDING`]).
+        pub apply_descending: bool,
         pub software_version: String,
         pub software_type: Option<String>,
         pub hardware_versions: Vec<String>,
@@ -425,6 +505,7 @@ mod repr {
                 image_sha256: m.image_sha256(),
                 base_size: m.base_size(),
                 base_sha256: m.base_sha256(),
+                apply_descending: m.apply_descending(),
                 software_version: m.software_version().to_string(),
                 software_type: m.software_type().map(|s| s.to_string()),
                 hardware_versions: m.hardware_versions().map(|s| s.to_string()).collect(),
@@ -457,6 +538,12 @@ mod repr {
             put(&mut b, field::ERASE_VALUE, &[self.erase_value]);
             put(&mut b, field::SLICE_LOG2, &[self.slice_log2]);
             put(&mut b, field::ZSTD_WINDOW_LOG, &[self.zstd_window_log]);
+            let flags = if self.apply_descending {
+                FLAG_APPLY_DESCENDING
+            } else {
+                0
+            };
+            put(&mut b, field::FLAGS.start, &flags.to_le_bytes());
             put(
                 &mut b,
                 field::SLICE_COUNT,
@@ -494,5 +581,147 @@ mod repr {
             Manifest::new_checked(&b, super::super::header::FORMAT_VERSION, payload_len)?;
             Ok(b)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// A manifest with 4 KiB slices and payload-less records (`(method, arg)`: fill or copy),
+    /// software version "1".
+    fn manifest(kind: u8, flags: u16, image: u64, base: u64, recs: &[(Method, u64)]) -> Vec<u8> {
+        let mut b = std::vec![0u8; FIXED_LEN];
+        b[field::FORMAT_VERSION..][..2].copy_from_slice(&1u16.to_le_bytes());
+        b[field::KIND] = kind;
+        b[field::SLICE_LOG2] = 12;
+        b[field::FLAGS].copy_from_slice(&flags.to_le_bytes());
+        b[field::SLICE_COUNT..][..4].copy_from_slice(&(recs.len() as u32).to_le_bytes());
+        b[field::TLV_LEN..][..4].copy_from_slice(&5u32.to_le_bytes());
+        b[field::IMAGE_SIZE..][..8].copy_from_slice(&image.to_le_bytes());
+        b[field::BASE_SIZE..][..8].copy_from_slice(&base.to_le_bytes());
+        b.extend_from_slice(&[1, 0, 1, 0, b'1']);
+        for (i, &(method, arg)) in recs.iter().enumerate() {
+            let mut r = [0u8; RECORD_LEN];
+            r[..4].copy_from_slice(&(i as u32).to_le_bytes());
+            r[4] = method as u8;
+            r[16..24].copy_from_slice(&arg.to_le_bytes());
+            r[32..64].copy_from_slice(&SHA256_EMPTY);
+            b.extend_from_slice(&r);
+        }
+        b
+    }
+
+    fn parse(b: &[u8]) -> Result<Manifest<'_>> {
+        Manifest::new_checked(b, 1, 0)
+    }
+
+    const S: u64 = 4096;
+
+    #[test]
+    fn in_place_kind_is_accepted_and_the_flag_is_kind_2_only() {
+        let fills = [(Method::Fill, 0); 3];
+        for flags in [0, FLAG_APPLY_DESCENDING] {
+            let b = manifest(2, flags, 3 * S, 2 * S, &fills);
+            let m = parse(&b).unwrap();
+            assert_eq!(m.kind(), Kind::DeltaInPlace);
+            assert_eq!(m.apply_descending(), flags != 0);
+        }
+        for kind in [0, 1] {
+            let base = if kind == 0 { 0 } else { S };
+            assert!(parse(&manifest(kind, 0, 3 * S, base, &fills)).is_ok());
+            assert!(matches!(
+                parse(&manifest(kind, FLAG_APPLY_DESCENDING, 3 * S, base, &fills)),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        for bit in 1..16 {
+            assert!(matches!(
+                parse(&manifest(2, 1 << bit, 3 * S, S, &fills)),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        // Kind 2 needs a base, as kind 1 does.
+        assert!(matches!(
+            parse(&manifest(2, 0, 3 * S, 0, &fills)),
+            Err(Error::Malformed { .. })
+        ));
+        assert_eq!(
+            parse(&manifest(3, 0, 3 * S, S, &fills)).unwrap_err(),
+            Error::UnsupportedKind(3)
+        );
+    }
+
+    #[test]
+    fn read_windows_and_apply_order() {
+        // 3 slices (the last one 100 bytes) over a base of 2.5 slices.
+        let fills = [(Method::Fill, 0); 3];
+        let (image, base) = (2 * S + 100, 2 * S + S / 2);
+        let b = manifest(2, 0, image, base, &fills);
+        let m = parse(&b).unwrap();
+        assert_eq!(m.read_window(0), 0..base);
+        assert_eq!(m.read_window(1), S..base);
+        assert_eq!(m.read_window(2), 2 * S..base);
+        assert_eq!(m.apply_order().collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(m.apply_order().len(), 3);
+        let b = manifest(2, FLAG_APPLY_DESCENDING, image, base, &fills);
+        let m = parse(&b).unwrap();
+        assert_eq!(m.read_window(0), 0..S);
+        assert_eq!(m.read_window(1), 0..2 * S);
+        assert_eq!(m.read_window(2), 0..base);
+        assert_eq!(m.apply_order().collect::<Vec<_>>(), [2, 1, 0]);
+        // A base shorter than the image: ascending windows past it are empty.
+        let b = manifest(2, 0, image, S / 2, &fills);
+        let m = parse(&b).unwrap();
+        assert_eq!(m.read_window(1), S / 2..S / 2);
+        assert_eq!(m.read_window(u32::MAX), S / 2..S / 2);
+        let b = manifest(2, FLAG_APPLY_DESCENDING, image, S / 2, &fills);
+        assert_eq!(parse(&b).unwrap().read_window(u32::MAX), 0..S / 2);
+        // Other kinds: the whole base, or nothing.
+        let b = manifest(1, 0, image, base, &fills);
+        assert_eq!(parse(&b).unwrap().read_window(2), 0..base);
+        assert_eq!(
+            parse(&b).unwrap().apply_order().collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        let b = manifest(0, 0, image, 0, &fills);
+        assert_eq!(parse(&b).unwrap().read_window(0), 0..0);
+    }
+
+    #[test]
+    fn copies_must_lie_inside_their_window() {
+        let base = 3 * S;
+        let fill = (Method::Fill, 0);
+        // Ascending: slice 1 may copy from [S, 3S).
+        for (arg, ok) in [(S, true), (2 * S, true), (S - 1, false), (0, false)] {
+            let b = manifest(2, 0, 3 * S, base, &[fill, (Method::Copy, arg), fill]);
+            match parse(&b) {
+                Ok(_) => assert!(ok, "arg {arg}"),
+                Err(e) => {
+                    assert!(!ok, "arg {arg}");
+                    assert_eq!(e, Error::ReadOutsideWindow { slice: 1 });
+                }
+            }
+            // The same record in a two-slot delta is fine.
+            let b = manifest(1, 0, 3 * S, base, &[fill, (Method::Copy, arg), fill]);
+            assert!(parse(&b).is_ok());
+        }
+        // Descending: slice 1 may copy from [0, 2S).
+        let flags = FLAG_APPLY_DESCENDING;
+        for (arg, ok) in [(0, true), (S, true), (S + 1, false), (2 * S, false)] {
+            let b = manifest(2, flags, 3 * S, base, &[fill, (Method::Copy, arg), fill]);
+            assert_eq!(parse(&b).is_ok(), ok, "arg {arg}");
+            if !ok {
+                assert_eq!(
+                    parse(&b).unwrap_err(),
+                    Error::ReadOutsideWindow { slice: 1 }
+                );
+            }
+        }
+        // A copy past the base is Malformed (the method rule is checked first).
+        let b = manifest(2, 0, 3 * S, base, &[fill, (Method::Copy, 2 * S + 1), fill]);
+        assert!(matches!(parse(&b), Err(Error::Malformed { .. })));
     }
 }
