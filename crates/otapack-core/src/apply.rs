@@ -147,18 +147,20 @@ pub struct Applier<'a, F: NorFlash> {
     resumed_at: Option<u32>,
     /// The caller jumped over part of the package (the trailer MD5 cannot be checked).
     jumped: bool,
+    /// Check everything, write nothing (see [`Applier::set_verify_only`]).
+    verify_only: bool,
 }
 
 /// Programs the destination slot sequentially through the write buffer, erasing each sector
 /// the first time it is touched.
 #[derive(Debug, Default)]
-struct FlashOut {
+pub(crate) struct FlashOut {
     /// Image bytes accepted so far (written or in the write buffer).
-    pos: u64,
+    pub(crate) pos: u64,
     /// Bytes in the write buffer.
-    fill: usize,
+    pub(crate) fill: usize,
     /// Everything below this offset is erased (or already written).
-    erased_to: u64,
+    pub(crate) erased_to: u64,
 }
 
 /// A base image read from flash (the running slot): `len` bytes from offset 0. Patches read
@@ -194,7 +196,12 @@ impl<F: embedded_storage::nor_flash::ReadNorFlash> BaseImage for FlashBase<'_, F
 }
 
 /// The SHA-256 of `len` bytes of `flash` from `start`, read through `buf`.
-fn read_back<F: NorFlash>(flash: &mut F, buf: &mut [u8], start: u64, len: u64) -> Result<[u8; 32]> {
+pub(crate) fn read_back<F: NorFlash>(
+    flash: &mut F,
+    buf: &mut [u8],
+    start: u64,
+    len: u64,
+) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut off = start;
     let end = start.checked_add(len).ok_or(Error::SlotTooSmall)?;
@@ -219,7 +226,12 @@ fn read_back<F: NorFlash>(flash: &mut F, buf: &mut [u8], start: u64, len: u64) -
 }
 
 impl FlashOut {
-    fn put<F: NorFlash>(&mut self, flash: &mut F, wbuf: &mut [u8], mut data: &[u8]) -> Result<()> {
+    pub(crate) fn put<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        wbuf: &mut [u8],
+        mut data: &[u8],
+    ) -> Result<()> {
         while !data.is_empty() {
             let room = wbuf.len() - self.fill;
             let n = room.min(data.len());
@@ -261,7 +273,7 @@ impl FlashOut {
     }
 
     /// Pads the last block with the erase value to the write size and programs it.
-    fn flush<F: NorFlash>(
+    pub(crate) fn flush<F: NorFlash>(
         &mut self,
         flash: &mut F,
         wbuf: &mut [u8],
@@ -346,6 +358,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             skip: 0,
             resumed_at: None,
             jumped: false,
+            verify_only: false,
         })
     }
 
@@ -410,6 +423,14 @@ impl<'a, F: NorFlash> Applier<'a, F> {
                 Err(e)
             }
         }
+    }
+
+    /// Checks the whole package and writes nothing: every slice is decoded and its digest
+    /// checked, the image digest and the trailer MD5 too, and `finish` returns `Ok` only if all
+    /// hold. The flash is not touched (not even for the slot-size check). Used to verify a
+    /// staged in-place package before the running image is touched. Call before the first push.
+    pub fn set_verify_only(&mut self) {
+        self.verify_only = true;
     }
 
     /// Checks the manifest against the device, right after the signatures (before any write).
@@ -503,6 +524,10 @@ impl<'a, F: NorFlash> Applier<'a, F> {
     pub fn finish(mut self) -> Result<SignatureSummary> {
         match self.step {
             Step::Done => {
+                if self.verify_only {
+                    // The stream hash of every slice was checked against the image digest.
+                    return Ok(self.summary);
+                }
                 let erase_value = self.erase_value();
                 self.out
                     .flush(&mut self.flash, self.write_buf, erase_value)?;
@@ -676,7 +701,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             });
         }
         let image_end = m.image_size().div_ceil(F::WRITE_SIZE as u64) * F::WRITE_SIZE as u64;
-        if image_end > self.flash.capacity() as u64 {
+        if !self.verify_only && image_end > self.flash.capacity() as u64 {
             return Err(Error::SlotTooSmall);
         }
         self.slice_count = m.slice_count();
@@ -825,6 +850,15 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             });
         }
         let b = base.as_mut().map(|b| &mut **b as &mut dyn BaseImage);
+        if self.verify_only {
+            decoder.decode_to(&manifest, &rec, payload, b, &mut |chunk| {
+                image.update(chunk);
+                Ok(())
+            })?;
+            self.slice += 1;
+            self.have = 0;
+            return Ok(());
+        }
         decoder.decode_to(&manifest, &rec, payload, b, &mut |chunk| {
             image.update(chunk);
             out.put(flash, write_buf, chunk)

@@ -26,6 +26,7 @@ extern crate alloc;
 pub mod apply;
 pub mod decode;
 pub mod error;
+pub mod inplace;
 pub mod keys;
 pub mod package;
 pub mod patch;

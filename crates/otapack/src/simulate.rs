@@ -93,11 +93,14 @@ pub struct SimReport {
     pub scratch_bytes: u64,
 }
 
-/// A simulated two-slot device.
+/// A simulated device: two slots (two-slot updates), or one slot with staging and scratch
+/// areas (in-place updates: `slots[1]` is unused).
 #[derive(Debug, Clone)]
 pub struct Device {
     pub slots: [DeviceFlash; 2],
     pub state: DeviceFlash,
+    pub stage: DeviceFlash,
+    pub scratch: DeviceFlash,
     pub power: Rc<PowerCut>,
 }
 
@@ -120,12 +123,43 @@ impl Device {
         Device {
             slots: [slot0, slot1],
             state: flash(2 * 4096),
+            stage: flash(4096),
+            scratch: flash(4096),
             power,
         }
     }
 
-    fn flashes(&self) -> [&DeviceFlash; 3] {
-        [&self.slots[0], &self.slots[1], &self.state]
+    /// A fresh single-slot device running `old`, with a staging area for `package_len` bytes
+    /// and a scratch area of `scratch_len` bytes.
+    pub fn in_place(old: &[u8], slot_size: usize, package_len: usize, scratch_len: usize) -> Self {
+        let mut d = Device::new(old, slot_size);
+        let leftovers = |f: &mut DeviceFlash| {
+            f.program_once = true;
+            for (i, b) in f.data.iter_mut().enumerate() {
+                *b = (i as u32).wrapping_mul(0x85EB_CA6B).rotate_left(11) as u8;
+            }
+        };
+        d.stage = DeviceFlash::with_power(package_len, &d.power);
+        leftovers(&mut d.stage);
+        d.scratch = DeviceFlash::with_power(scratch_len, &d.power);
+        leftovers(&mut d.scratch);
+        d.slots[1] = DeviceFlash::new(0);
+        d
+    }
+
+    fn all_flashes(&mut self) -> [&mut DeviceFlash; 5] {
+        let [a, b] = &mut self.slots;
+        [a, b, &mut self.state, &mut self.stage, &mut self.scratch]
+    }
+
+    fn flashes(&self) -> [&DeviceFlash; 5] {
+        [
+            &self.slots[0],
+            &self.slots[1],
+            &self.state,
+            &self.stage,
+            &self.scratch,
+        ]
     }
 
     /// What the bootloader would boot: the active slot from the state region.
@@ -143,6 +177,8 @@ struct Facts {
     manifest_len: usize,
     payload_buf: usize,
     delta: bool,
+    in_place: bool,
+    slice_size: usize,
     image_sha256: [u8; 32],
 }
 
@@ -155,6 +191,8 @@ fn facts(package: &[u8]) -> Result<Facts> {
         manifest_len: 32 + m.as_bytes().len(),
         payload_buf: Applier::<&mut DeviceFlash>::payload_buffer_len(&m),
         delta: m.kind() != Kind::Full,
+        in_place: m.kind() == Kind::DeltaInPlace,
+        slice_size: m.slice_size() as usize,
         image_sha256: m.image_sha256(),
     })
 }
@@ -171,6 +209,9 @@ pub fn power_on(
     range: bool,
 ) -> Result<()> {
     let f = facts(package)?;
+    if f.in_place {
+        return power_on_in_place(dev, package, trusted, opts, &f);
+    }
     let Device { slots, state, .. } = dev;
     let mut state = StateStore::open(state)?;
     if state.record().mode == Mode::Trial {
@@ -224,6 +265,68 @@ pub fn power_on(
     Ok(())
 }
 
+/// [`power_on`] for a single-slot device and an in-place package: boot; confirm an update on
+/// trial; otherwise stage the package (from where the download stopped), then verify and
+/// apply it in place, resuming at the recorded step.
+fn power_on_in_place(
+    dev: &mut Device,
+    package: &[u8],
+    trusted: &[TrustedKey],
+    opts: &SimOptions,
+    f: &Facts,
+) -> Result<()> {
+    use otapack_core::inplace::{begin_download, install, Buffers, Stager};
+    let Device {
+        slots,
+        state,
+        stage,
+        scratch,
+        ..
+    } = dev;
+    let slot = &mut slots[0];
+    let mut state = StateStore::open(state)?;
+    match state.record().mode {
+        Mode::Trial => return Ok(confirm(&mut state)?),
+        Mode::Idle => {
+            let running = slot.data.get(..f.image_size).unwrap_or(&[]);
+            if <[u8; 32]>::from(Sha256::digest(running)) == f.image_sha256 {
+                return Ok(());
+            }
+            begin_download(&mut state, package.len() as u64)?;
+        }
+        _ => {}
+    }
+    let mut manifest_buf = vec![0u8; f.manifest_len];
+    let mut payload_buf = vec![0u8; f.payload_buf.max(WRITE_BUF)];
+    let mut write_buf = vec![0u8; WRITE_BUF];
+    {
+        // The download, resumed at the first sector not staged (HTTP Range).
+        let mut stager = Stager::new(stage, &mut state, &mut write_buf)?;
+        let mut pos = stager.offset() as usize;
+        while !stager.complete() {
+            let end = (pos + opts.chunk.max(1)).min(package.len());
+            stager.push(&package[pos..end])?;
+            pos = end;
+        }
+    }
+    install(
+        slot,
+        stage,
+        scratch,
+        &mut state,
+        trusted,
+        opts.policy,
+        DeviceInfo::default(),
+        Buffers {
+            manifest: &mut manifest_buf,
+            payload: &mut payload_buf,
+            write: &mut write_buf,
+        },
+    )?;
+    confirm(&mut state)?;
+    Ok(())
+}
+
 /// Runs the simulation. `meter` measures the clean run's peak heap and stack
 /// (`otapack_probe::measure`).
 pub fn simulate(
@@ -244,7 +347,11 @@ pub fn simulate(
         None => (0..f.image_size).map(|i| (i * 7 + 3) as u8).collect(),
     };
     let slot_size = f.image_size.max(old.len()).div_ceil(4096) * 4096;
-    let fresh = Device::new(&old, slot_size);
+    let fresh = if f.in_place {
+        Device::in_place(&old, slot_size, package.len(), f.slice_size)
+    } else {
+        Device::new(&old, slot_size)
+    };
 
     // The clean run: counts operations and traffic, measures RAM.
     let mut dev = fresh.clone();
@@ -261,7 +368,7 @@ pub fn simulate(
     }
     let flashes = dev.flashes();
     let mut report = SimReport {
-        layout: "two-slot",
+        layout: if f.in_place { "in-place" } else { "two-slot" },
         cuts_injected: 0,
         cuts_survived: 0,
         first_failure: None,
@@ -277,7 +384,7 @@ pub fn simulate(
             .max()
             .unwrap_or(0),
         flash_ops,
-        scratch_bytes: 0,
+        scratch_bytes: if f.in_place { f.slice_size as u64 } else { 0 },
     };
 
     let cut_points: Vec<u64> = match opts.cuts {
@@ -293,6 +400,7 @@ pub fn simulate(
         new_sha,
         image_size: f.image_size,
         counter,
+        stage_sectors: package.len().div_ceil(4096) as u32,
     };
     for (i, &k) in cut_points.iter().enumerate() {
         report.cuts_injected += 1;
@@ -314,6 +422,8 @@ struct Want<'a> {
     new_sha: [u8; 32],
     image_size: usize,
     counter: u64,
+    /// In-place: steps of the download phase (staging sectors).
+    stage_sectors: u32,
 }
 
 /// One cut run from a fresh device: cut during operation `k`, check the boot, resume to the
@@ -330,7 +440,7 @@ fn cut_run(
     let mut dev = fresh.clone();
     // The clone shares the fresh device's power control: give it its own.
     let power = PowerCut::new();
-    for f in dev.slots.iter_mut().chain([&mut dev.state]) {
+    for f in dev.all_flashes() {
         f.power = Some(Rc::clone(&power));
     }
     dev.power = Rc::clone(&power);
@@ -377,9 +487,16 @@ fn check_boot(dev: &mut Device, want: &Want<'_>) -> std::result::Result<(), Stri
     let new_ok = data.len() >= want.image_size
         && <[u8; 32]>::from(Sha256::digest(&data[..want.image_size])) == want.new_sha;
     let old_ok = data.get(..want.old.len()) == Some(want.old);
+    let steps = state.steps();
     match (slot, rec.mode) {
         (0, Mode::Idle | Mode::TwoSlot) if old_ok => Ok(()),
         (1, Mode::Trial | Mode::Idle) if new_ok => Ok(()),
+        // In place: the running image is intact until the package is staged and verified...
+        (0, Mode::InPlace) if steps <= want.stage_sectors && old_ok => Ok(()),
+        // ...then the slot is mixed and the bootloader resumes the update instead of booting
+        // it (the final checks prove the resume ends with the new image).
+        (0, Mode::InPlace) if steps > want.stage_sectors => Ok(()),
+        (0, Mode::Trial | Mode::Idle) if new_ok => Ok(()),
         _ => Err(format!(
             "after the cut the device would boot slot {slot} in state {:?}, holding {}",
             rec.mode,
