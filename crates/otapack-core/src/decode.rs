@@ -152,7 +152,7 @@ impl SliceDecoder {
         content_size: core::result::Result<u64, u64>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        use ruzstd::decoding::errors::FrameDecoderError;
+        use ruzstd::decoding::errors::{FrameDecoderError, FrameHeaderError};
         use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
         use ruzstd::io::Read;
 
@@ -175,7 +175,12 @@ impl SliceDecoder {
         dec.set_max_window_size(1u64 << window_log.min(31));
         let mut src = payload;
         dec.reset(&mut src).map_err(|e| match e {
-            FrameDecoderError::WindowSizeTooBig { .. } => Error::WindowTooLarge { slice },
+            // ruzstd refuses a Window_Descriptor at or above its own cap (0xFF) before it
+            // compares the window with ours: that window is too large all the same.
+            FrameDecoderError::WindowSizeTooBig { .. }
+            | FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig { .. }) => {
+                Error::WindowTooLarge { slice }
+            }
             _ => bad,
         })?;
         let ok = match content_size {
