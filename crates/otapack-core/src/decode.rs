@@ -211,7 +211,7 @@ impl SliceDecoder {
         content_size: core::result::Result<u64, u64>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        use ruzstd::decoding::errors::FrameDecoderError;
+        use ruzstd::decoding::errors::{FrameDecoderError, FrameHeaderError};
         use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
         use ruzstd::io::Read;
 
@@ -234,7 +234,12 @@ impl SliceDecoder {
         dec.set_max_window_size(1u64 << window_log.min(31));
         let mut src = payload;
         dec.reset(&mut src).map_err(|e| match e {
-            FrameDecoderError::WindowSizeTooBig { .. } => Error::WindowTooLarge { slice },
+            // ruzstd refuses a Window_Descriptor at or above its own cap (0xFF) before it
+            // compares the window with ours: that window is too large all the same.
+            FrameDecoderError::WindowSizeTooBig { .. }
+            | FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig { .. }) => {
+                Error::WindowTooLarge { slice }
+            }
             _ => bad,
         })?;
         let ok = match content_size {
@@ -244,6 +249,16 @@ impl SliceDecoder {
         if !ok {
             return Err(bad);
         }
+        // The frame's Block_Maximum_Size: min(Window_Size, 128 KiB). Window_Size is the
+        // content size for a single-segment frame, else from the Window_Descriptor (byte 5).
+        let window = if fhd & 0x20 != 0 {
+            dec.content_size()
+        } else {
+            let wd = payload.get(5).copied().ok_or(bad)?;
+            let base = 1u64 << (10 + (wd >> 3));
+            base + base / 8 * u64::from(wd & 7)
+        };
+        check_blocks(src, window.min(128 * 1024)).ok_or(bad)?;
         let declared = dec.content_size();
         let mut produced = 0u64;
         let mut chunk = [0u8; 1024];
@@ -288,6 +303,90 @@ impl SliceDecoder {
     ) -> Result<()> {
         Err(Error::CodecUnavailable { slice })
     }
+}
+
+/// Walks a zstd frame's blocks (`blocks`: the bytes after the frame header) and checks what
+/// ruzstd would otherwise allocate for before it checks it: no block is larger than the frame's
+/// Block_Maximum_Size `max` (RFC 8878 §3.1.1.2), neither its Block_Size (for RLE, the size it
+/// decodes to) nor a compressed block's literals (Regenerated_Size), and a compressed block has
+/// no more sequences than fit in `max` bytes (each decodes to at least 3). libzstd refuses all
+/// of these frames too; ruzstd, given one, allocated up to about 2 MiB whatever the window (a
+/// 5-byte block of 2^20 RLE literals, a 6-byte block announcing 98047 sequences). Allocates
+/// nothing; `None` means the frame is refused.
+#[cfg(feature = "zstd")]
+fn check_blocks(mut blocks: &[u8], max: u64) -> Option<()> {
+    loop {
+        let (&[h0, h1, h2], body) = (blocks.get(..3)?, blocks.get(3..)?) else {
+            return None;
+        };
+        let header = u32::from(h0) | u32::from(h1) << 8 | u32::from(h2) << 16;
+        let size = u64::from(header >> 3);
+        if size > max {
+            return None;
+        }
+        let stored = match (header >> 1) & 3 {
+            0 => size, // raw
+            1 => 1,    // RLE
+            2 => {
+                check_compressed_block(body.get(..usize::try_from(size).ok()?)?, max)?;
+                size
+            }
+            _ => return None, // reserved
+        };
+        blocks = body.get(usize::try_from(stored).ok()?..)?;
+        if header & 1 != 0 {
+            return Some(()); // the last block
+        }
+    }
+}
+
+/// The literals and the sequence count of one compressed block (RFC 8878 §3.1.1.3).
+#[cfg(feature = "zstd")]
+fn check_compressed_block(block: &[u8], max: u64) -> Option<()> {
+    let b = |i: usize| block.get(i).copied().map(u64::from);
+    let b0 = b(0)?;
+    let (header_len, regenerated, stored) = match (b0 & 3, (b0 >> 2) & 3) {
+        // Raw or RLE literals: 5, 12 or 20 bits of size; stored as is, or one byte.
+        (kind @ (0 | 1), format) => {
+            let (len, size) = match format {
+                0 | 2 => (1, b0 >> 3),
+                1 => (2, (b0 >> 4) + (b(1)? << 4)),
+                _ => (3, (b0 >> 4) + (b(1)? << 4) + (b(2)? << 12)),
+            };
+            (len, size, if kind == 0 { size } else { 1 })
+        }
+        // Huffman-compressed literals: regenerated and compressed sizes of 10, 14 or 18 bits.
+        (_, 0 | 1) => {
+            let (b1, b2) = (b(1)?, b(2)?);
+            (3, (b0 >> 4) + ((b1 & 0x3F) << 4), (b1 >> 6) + (b2 << 2))
+        }
+        (_, 2) => {
+            let (b1, b2, b3) = (b(1)?, b(2)?, b(3)?);
+            (
+                4,
+                (b0 >> 4) + (b1 << 4) + ((b2 & 3) << 12),
+                (b2 >> 2) + (b3 << 6),
+            )
+        }
+        _ => {
+            let (b1, b2, b3, b4) = (b(1)?, b(2)?, b(3)?, b(4)?);
+            (
+                5,
+                (b0 >> 4) + (b1 << 4) + ((b2 & 0x3F) << 12),
+                (b2 >> 6) + (b3 << 2) + (b4 << 10),
+            )
+        }
+    };
+    if regenerated > max {
+        return None;
+    }
+    let at = usize::try_from(header_len + stored).ok()?;
+    let sequences = match block.get(at).copied()? {
+        n @ 0..=127 => u64::from(n),
+        n @ 128..=254 => (u64::from(n - 128) << 8) + b(at + 1)?,
+        _ => b(at + 1)? + (b(at + 2)? << 8) + 0x7F00,
+    };
+    (sequences.saturating_mul(3) <= max).then_some(())
 }
 
 #[cfg(test)]
