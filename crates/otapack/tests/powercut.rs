@@ -77,6 +77,33 @@ fn delta_package_survives_a_cut_at_every_flash_operation() {
 }
 
 #[test]
+fn a_second_cut_while_resuming_is_survived_too() {
+    let (old, new) = pair();
+    let pkg = build_delta(
+        &raw_image(old.clone()),
+        &raw_image(new),
+        &opts(),
+        &[&key("test-ed25519")],
+    )
+    .unwrap();
+    let trusted = [pubkey("test-ed25519").key];
+    for recut in [1, 2, 3, 7, 20] {
+        let o = SimOptions {
+            cuts: CutPlan::Every,
+            recut: Some(recut),
+            chunk: 500,
+            ..SimOptions::default()
+        };
+        let r = simulate(&pkg, Some(&old), &trusted, &o, &no_meter).unwrap();
+        assert_eq!(
+            r.cuts_survived, r.cuts_injected,
+            "recut {recut}: {:?}",
+            r.first_failure
+        );
+    }
+}
+
+#[test]
 fn long_update_survives_sampled_cuts() {
     // 64 slices of 4 KiB, cuts spread over the whole update. (State page roll-over under
     // cuts is tested exhaustively in otapack-core's state module, on 256-byte pages.)
