@@ -648,6 +648,7 @@ fn simulate_cmd(a: SimulateArgs) -> Result<(), Error> {
         torn_permille: a.torn,
         chunk: usize::try_from(a.chunk.max(1)).unwrap_or(usize::MAX),
         policy,
+        recut: None,
     };
     let r = simulate(
         &bytes,
