@@ -433,3 +433,48 @@ fn delta_build_verify_apply_with_elf_images() {
         serde_json::from_slice(&otapack(&["describe", s(&pkg), "--url", "u"]).stdout).unwrap();
     assert_eq!(v["isDiff"], 1);
 }
+
+#[test]
+fn simulate_reports_measurements_and_cuts_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = build(
+        dir.path(),
+        &["--key", s(&testdata("keys/test-ed25519.pem"))],
+    );
+    let out = otapack(&[
+        "simulate",
+        s(&pkg),
+        "--key",
+        s(&testdata("keys/test-ed25519.pub.pem")),
+        "--power-cut",
+        "7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing in {v}"))
+    };
+    assert_eq!(n("cuts_injected"), 7);
+    assert_eq!(n("cuts_survived"), 7);
+    // The image the device ends with is the package's image.
+    let info = otapack(&["inspect", s(&pkg), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["final_sha256"], info["image_sha256"], "{info}");
+    // Real measurements: a counting allocator and stack painting, flash counters.
+    assert!(n("peak_heap_bytes") > 10_000, "{v}");
+    assert!(n("peak_stack_bytes") > 1_000, "{v}");
+    assert!(n("bytes_written") >= 115_328, "{v}");
+    assert!(n("bytes_read") >= 115_328, "{v}");
+    assert!(n("erases_total") >= 115_328 / 4096, "{v}");
+    assert!(n("erases_max_per_sector") >= 1, "{v}");
+    assert_eq!(n("scratch_bytes"), 0);
+    // A bad --power-cut is a one-line error.
+    let bad = otapack(&["simulate", s(&pkg), "--power-cut", "sometimes"]);
+    assert_fails(&bad, "--power-cut");
+}
