@@ -3,7 +3,7 @@
 //! Exit status: 0 success, 1 failure (the cause is printed as one line on stderr), 2 usage.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use otapack::build::{build_delta, build_full, BuildOptions, DEFAULT_ZSTD_LEVEL};
+use otapack::build::{build_delta, build_full, build_in_place, BuildOptions, DEFAULT_ZSTD_LEVEL};
 use otapack::describe::{describe, SignMethod};
 use otapack::image::{self, ImageFormat, LoadOptions};
 use otapack::keys::{hex, load_public_key, KeyAlgorithm, PublicKeyFile, SigningKey};
@@ -34,7 +34,7 @@ enum Command {
     /// Make a key pair: PKCS#8 PEM private key and SPKI PEM public key.
     Keygen(KeygenArgs),
     /// Build an update package from a firmware image (.bin, ELF or Intel HEX): full, or a
-    /// delta against the image a device runs now (--old).
+    /// delta against the image a device runs now (--old), two-slot or in place (--in-place).
     Build(BuildArgs),
     /// Add a signature to an existing package (its contents are verified first).
     Sign(SignArgs),
@@ -84,6 +84,16 @@ struct BuildArgs {
     /// same --format/--address-range as --new).
     #[arg(long, value_name = "IMAGE")]
     old: Option<PathBuf>,
+    /// With --old: build a single-slot in-place delta (kind delta-in-place). The device writes
+    /// the new image over the old one in the same slot, slice by slice through a scratch area;
+    /// each slice reads only old bytes not yet overwritten. Both apply orders are tried and the
+    /// smaller package is kept.
+    #[arg(long, requires = "old")]
+    in_place: bool,
+    /// With --in-place: the device's scratch area, which must hold one slice (default: the
+    /// slice size).
+    #[arg(long, value_name = "SIZE", requires = "in_place", value_parser = parse_size)]
+    scratch_size: Option<u64>,
     /// Private key to sign with (repeat for several signatures). Without one the package is unsigned.
     #[arg(long, value_name = "KEY.pem")]
     key: Vec<PathBuf>,
@@ -377,6 +387,17 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     opts.erase_value = a.erase_value;
     let refs: Vec<&SigningKey> = keys.iter().collect();
     let pkg = match &old {
+        Some(old) if a.in_place => {
+            let scratch = a.scratch_size.unwrap_or(a.slice_size);
+            if a.slice_size > scratch {
+                return Err(Error::Invalid(format!(
+                    "--slice-size ({} bytes) must not exceed --scratch-size ({scratch} bytes): \
+                     the device decodes each slice into its scratch area",
+                    a.slice_size
+                )));
+            }
+            build_in_place(old, &img, &opts, scratch, &refs)?
+        }
         Some(old) => build_delta(old, &img, &opts, &refs)?,
         None => build_full(&img, &opts, &refs)?,
     };
@@ -384,16 +405,19 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     if keys.is_empty() {
         eprintln!("otapack: warning: no --key given: the package is unsigned");
     }
+    let info = PackageInfo::of(&otapack::otapack_core::Package::parse(&pkg)?);
     println!(
-        "{}: {} bytes, {} package of {} image of {} bytes at 0x{:x}, {} slice(s), {} signature(s)",
+        "{}: {} bytes, {} package of {} image of {} bytes at 0x{:x}, {} slice(s), {} signature(s){}",
         a.output.display(),
         pkg.len(),
-        if old.is_some() { "delta" } else { "full" },
+        info.kind,
         img.format.name(),
         img.data.len(),
         img.load_address,
         img.data.len().div_ceil(1 << opts.slice_log2),
-        keys.len()
+        keys.len(),
+        info.apply_order
+            .map_or(String::new(), |o| format!(", {o} apply order"))
     );
     Ok(())
 }
@@ -446,6 +470,11 @@ fn print_identity(info: &PackageInfo) {
         println!(
             "base image: {} bytes, sha256 {}",
             info.base_size, info.base_sha256
+        );
+    }
+    if let Some(order) = info.apply_order {
+        println!(
+            "apply: in place over the base image, {order} slice order (payloads stay in index order)"
         );
     }
     println!(

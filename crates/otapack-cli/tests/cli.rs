@@ -478,3 +478,83 @@ fn simulate_reports_measurements_and_cuts_as_json() {
     let bad = otapack(&["simulate", s(&pkg), "--power-cut", "sometimes"]);
     assert_fails(&bad, "--power-cut");
 }
+
+#[test]
+fn in_place_build_inspect_verify_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = testdata("firmware/opensbi-0.9-generic-fw_jump.elf");
+    let new = testdata("firmware/opensbi-1.1-generic-fw_jump.elf");
+    let pkg = dir.path().join("in-place.ota.md5.bin");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--old",
+            s(&old),
+            "--new",
+            s(&new),
+            "--in-place",
+            "--software-version",
+            "1.1",
+            "--key",
+            s(&testdata("keys/test-ed25519.pem")).to_owned().leak(),
+            "-o",
+            s(&pkg),
+        ];
+        args.extend_from_slice(extra);
+        otapack(&args)
+    };
+    let o = build(&["--slice-size", "16KiB", "--scratch-size", "64KiB"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stdout.contains("delta-in-place package"), "{stdout}");
+    assert!(stdout.contains("apply order"), "{stdout}");
+
+    let o = otapack(&["inspect", s(&pkg)]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("kind: delta-in-place (format v1)"), "{text}");
+    assert!(text.contains("slice order"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&otapack(&["inspect", s(&pkg), "--json"]).stdout).unwrap();
+    assert_eq!(v["kind"], "delta-in-place");
+    assert!(v["apply_order"] == "ascending" || v["apply_order"] == "descending");
+
+    let pubkey = testdata("keys/test-ed25519.pub.pem");
+    assert_fails(
+        &otapack(&["verify", s(&pkg), "--key", s(&pubkey)]),
+        "base image",
+    );
+    let o = otapack(&["verify", s(&pkg), "--key", s(&pubkey), "--base", s(&old)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("new.bin");
+    let o = otapack(&[
+        "apply",
+        s(&pkg),
+        "--base",
+        s(&old),
+        "--key",
+        s(&pubkey),
+        "-o",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(testdata("firmware/opensbi-1.1-generic-fw_jump.bin")).unwrap()
+    );
+
+    // Slices must fit the scratch area (default: one slice); --in-place needs --old.
+    std::fs::remove_file(&pkg).unwrap();
+    assert_fails(&build(&["--scratch-size", "32KiB"]), "--scratch-size");
+    assert!(!pkg.exists());
+    let o = otapack(&[
+        "build",
+        "--new",
+        s(&new),
+        "--in-place",
+        "--software-version",
+        "1",
+        "-o",
+        s(&pkg),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -853,6 +853,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         if self.verify_only {
             decoder.decode_to(&manifest, &rec, payload, b, &mut |chunk| {
                 image.update(chunk);
+                out.pos += chunk.len() as u64;
                 Ok(())
             })?;
             self.slice += 1;

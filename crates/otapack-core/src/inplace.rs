@@ -89,6 +89,13 @@ pub fn staged_len<G: NorFlash, S: NorFlash>(state: &StateStore<S>) -> u64 {
     (u64::from(state.steps()) * G::ERASE_SIZE as u64).min(rec.aux)
 }
 
+/// Whether the staged package has been verified (the apply steps have begun or may begin):
+/// then there is nothing more to download, and [`install`] resumes the apply steps.
+pub fn verified<S: NorFlash>(state: &StateStore<S>) -> bool {
+    let rec = state.record();
+    rec.mode == Mode::InPlace && rec.package_id != [0; 32]
+}
+
 /// Writes the downloaded package into the staging area, sector by sector, recording each
 /// finished sector so the download resumes after a reset.
 pub struct Stager<'a, G: NorFlash, S: NorFlash> {

@@ -1,9 +1,12 @@
 //! Matching for delta packages: bidiff's bsdiff-style matches, one suffix sort of the old image
 //! for the whole build, scanned in slice-sized chunks so each slice's matches start from old
-//! cursor 0 and form an independent patch.
+//! cursor 0 and form an independent patch. In-place deltas instead diff each slice against its
+//! read window of the old image ([`slice_matches_windowed`]).
 
 use crate::error::{Error, Result};
+use otapack_core::decode::WindowedBase;
 use otapack_core::patch::{encode, Op, PatchDecoder};
+use std::ops::Range;
 
 /// One bsdiff match, in absolute new-image coordinates: `new[add_new..add_new+add_len]` is
 /// `old[add_old..] + diff`, then `new[add_new+add_len..copy_end]` is literal.
@@ -42,15 +45,61 @@ pub fn slice_matches(old: &[u8], new: &[u8], slice_size: usize) -> Result<Vec<Ve
     Ok(per_slice)
 }
 
-/// An offset in `old` holding exactly `slice` (the new slice at `start`): the same offset, or
-/// the old range of a match that covers the whole slice.
-pub fn find_copy(old: &[u8], slice: &[u8], start: usize, matches: &[Match]) -> Option<u64> {
-    if old.get(start..start + slice.len()) == Some(slice) {
+/// The matches of every slice of `new` against only its read window of `old`
+/// (`window(k)` for slice k), slice by slice: one bidiff run per slice against the window
+/// sub-slice, in parallel. Used for in-place deltas, where slice k may read only base bytes
+/// still intact when it is applied.
+pub fn slice_matches_windowed(
+    old: &[u8],
+    new: &[u8],
+    slice_size: usize,
+    window: impl Fn(usize) -> Range<usize> + Sync,
+) -> Result<Vec<Vec<Match>>> {
+    use rayon::prelude::*;
+    let params = bidiff::DiffParams::new(1, None)
+        .map_err(|e| Error::Invalid(format!("diff parameters: {e}")))?;
+    new.par_chunks(slice_size)
+        .enumerate()
+        .map(|(k, slice)| {
+            let w = window(k);
+            let Some(base) = old.get(w.clone()).filter(|b| !b.is_empty()) else {
+                return Ok(Vec::new()); // nothing intact to match (bidiff needs a non-empty old)
+            };
+            let start = k * slice_size;
+            let mut v = Vec::new();
+            bidiff::diff(base, slice, &params, |m| {
+                if m.copy_end > m.add_new_start {
+                    v.push(Match {
+                        add_old: m.add_old_start + w.start,
+                        add_new: m.add_new_start + start,
+                        add_len: m.add_length,
+                        copy_end: m.copy_end + start,
+                    });
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .map_err(|e| Error::Invalid(format!("diff: {e}")))?;
+            Ok(v)
+        })
+        .collect()
+}
+
+/// An offset in `old` holding exactly `slice` (the new slice at `start`), with the whole range
+/// inside `window`: the same offset, or the old range of a match that covers the whole slice.
+pub fn find_copy(
+    old: &[u8],
+    slice: &[u8],
+    start: usize,
+    matches: &[Match],
+    window: &Range<usize>,
+) -> Option<u64> {
+    let inside = |at: usize| at >= window.start && at + slice.len() <= window.end;
+    if inside(start) && old.get(start..start + slice.len()) == Some(slice) {
         return Some(start as u64);
     }
     matches
         .iter()
-        .filter(|m| m.add_len == slice.len())
+        .filter(|m| m.add_len == slice.len() && inside(m.add_old))
         .find(|m| old.get(m.add_old..m.add_old + slice.len()) == Some(slice))
         .map(|m| m.add_old as u64)
 }
@@ -103,15 +152,18 @@ pub fn patch_stream(
 }
 
 /// Whether a zstd-compressed op stream rebuilds `slice` from `old` through the device's op
-/// decoder (the frame is decoded with libzstd here; the finished package is then verified
-/// whole through the device path, ruzstd included, before it is written).
-pub fn patch_rebuilds(old: &[u8], payload: &[u8], slice: &[u8]) -> bool {
+/// decoder, reading only old bytes inside `window` (the frame is decoded with libzstd here;
+/// the finished package is then verified whole through the device path, ruzstd included,
+/// before it is written).
+pub fn patch_rebuilds(old: &[u8], payload: &[u8], slice: &[u8], window: &Range<usize>) -> bool {
     let Ok(stream) = zstd::bulk::decompress(payload, 32 * slice.len() + 64) else {
         return false;
     };
     let mut out = Vec::with_capacity(slice.len());
     let mut d = PatchDecoder::new(0, slice.len() as u64, old.len() as u64);
-    let mut base = old;
+    let mut old = old;
+    let window = window.start as u64..window.end as u64;
+    let mut base = WindowedBase::new(&mut old, window, 0);
     let mut sink = |p: &[u8]| {
         out.extend_from_slice(p);
         Ok(())

@@ -11,6 +11,7 @@ pub mod delta;
 pub mod describe;
 pub mod error;
 pub mod image;
+pub mod in_place;
 pub mod keys;
 pub mod report;
 pub mod sign;

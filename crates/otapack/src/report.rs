@@ -4,6 +4,7 @@ use crate::keys::{hex, PublicKeyFile};
 use otapack_core::decode::SliceDecoder;
 use otapack_core::keys::{check_entry, TrustedKey};
 use otapack_core::verify::{verify_package, Policy};
+use otapack_core::wire::manifest::Kind;
 use otapack_core::Package;
 use serde::Serialize;
 
@@ -43,6 +44,9 @@ pub struct PackageInfo {
     /// Delta kinds: the image the package applies to (0 and all-zero for full packages).
     pub base_size: u64,
     pub base_sha256: String,
+    /// In-place deltas only: the order the device applies the slices in, `ascending` or
+    /// `descending` (`None` for other kinds, which are written in index order).
+    pub apply_order: Option<&'static str>,
     pub erase_value: u8,
     pub slice_size: u32,
     pub slice_count: u32,
@@ -75,6 +79,11 @@ impl PackageInfo {
             image_sha256: hex(&m.image_sha256()),
             base_size: m.base_size(),
             base_sha256: hex(&m.base_sha256()),
+            apply_order: (m.kind() == Kind::DeltaInPlace).then_some(if m.apply_descending() {
+                "descending"
+            } else {
+                "ascending"
+            }),
             erase_value: m.erase_value(),
             slice_size: m.slice_size(),
             slice_count: m.slice_count(),

@@ -303,7 +303,7 @@ fn power_on_in_place(
     let mut manifest_buf = vec![0u8; f.manifest_len];
     let mut payload_buf = vec![0u8; f.payload_buf.max(WRITE_BUF)];
     let mut write_buf = vec![0u8; WRITE_BUF];
-    {
+    if !otapack_core::inplace::verified(&state) {
         // The download, resumed at the first sector not staged (HTTP Range).
         let mut stager = Stager::new(stage, &mut state, &mut write_buf)?;
         let mut pos = stager.offset() as usize;

@@ -188,3 +188,79 @@ fn rollback_refused_after_confirm() {
         "nothing written"
     );
 }
+
+fn in_place_pkg(old: &[u8], new: &[u8]) -> Vec<u8> {
+    otapack::build::build_in_place(
+        &raw_image(old.to_vec()),
+        &raw_image(new.to_vec()),
+        &opts(),
+        4096,
+        &[&key("test-ed25519")],
+    )
+    .unwrap()
+}
+
+#[test]
+fn in_place_delta_survives_a_cut_at_every_flash_operation() {
+    let (old, new) = pair();
+    let pkg = in_place_pkg(&old, &new);
+    for torn in [0, 500, 1000] {
+        let r = every_cut(&pkg, Some(&old), torn);
+        assert_eq!(r.layout, "in-place");
+        assert_eq!(r.scratch_bytes, 4096);
+    }
+    // And when the new image is shorter than the old one.
+    let shorter = new[..9000].to_vec();
+    every_cut(&in_place_pkg(&old, &shorter), Some(&old), 500);
+}
+
+#[test]
+fn in_place_survives_a_second_cut_while_resuming() {
+    let (old, new) = pair();
+    let pkg = in_place_pkg(&old, &new);
+    let trusted = [pubkey("test-ed25519").key];
+    for recut in [1, 3, 11] {
+        let o = SimOptions {
+            cuts: CutPlan::Every,
+            recut: Some(recut),
+            ..SimOptions::default()
+        };
+        let r = simulate(&pkg, Some(&old), &trusted, &o, &no_meter).unwrap();
+        assert_eq!(
+            r.cuts_survived, r.cuts_injected,
+            "recut {recut}: {:?}",
+            r.first_failure
+        );
+    }
+}
+
+#[test]
+fn in_place_corrupted_slice_is_refused_before_the_running_image_is_touched() {
+    let (old, new) = pair();
+    let mut pkg = in_place_pkg(&old, &new);
+    let at = pkg.len() - 28 - 1; // the last payload byte
+    pkg[at] ^= 0x01;
+    fix_trailer(&mut pkg);
+    let trusted = [pubkey("test-ed25519").key];
+    let slot = old.len().div_ceil(4096) * 4096 + 4096;
+    let mut dev = Device::in_place(&old, slot, pkg.len(), 4096);
+    let err = power_on(&mut dev, &pkg, &trusted, &SimOptions::default(), false).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Package(CoreError::PayloadDigest { .. } | CoreError::Decode { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        &dev.slots[0].data[..old.len()],
+        &old[..],
+        "running image untouched"
+    );
+    assert_eq!(dev.slots[0].writes, 0);
+    assert_eq!(dev.slots[0].erases_total(), 0);
+    assert_eq!(
+        dev.scratch.writes, 0,
+        "nothing decoded into the scratch either"
+    );
+}

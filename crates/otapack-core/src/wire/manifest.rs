@@ -96,6 +96,27 @@ impl Kind {
     }
 }
 
+/// The read window of slice `index` of an in-place delta (kind 2) with slices of `slice_size`
+/// bytes over a base of `base_size` bytes: `[min(index·S, B), B)` when applied in ascending
+/// order, `[0, min((index+1)·S, B))` when `descending`. [`Manifest::read_window`] uses it; a
+/// builder can use it before there is a manifest.
+pub fn in_place_window(
+    index: u32,
+    slice_size: u64,
+    base_size: u64,
+    descending: bool,
+) -> Range<u64> {
+    let index = u64::from(index);
+    if descending {
+        0..index
+            .saturating_add(1)
+            .saturating_mul(slice_size)
+            .min(base_size)
+    } else {
+        index.saturating_mul(slice_size).min(base_size)..base_size
+    }
+}
+
 /// Slice indices in apply order ([`Manifest::apply_order`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOrder {
@@ -371,11 +392,7 @@ impl<'a> Manifest<'a> {
         match self.kind() {
             Kind::Full => 0..0,
             Kind::Delta => 0..base,
-            Kind::DeltaInPlace if self.apply_descending() => {
-                let end = u64::from(index).saturating_add(1).saturating_mul(size);
-                0..end.min(base)
-            }
-            Kind::DeltaInPlace => u64::from(index).saturating_mul(size).min(base)..base,
+            Kind::DeltaInPlace => in_place_window(index, size, base, self.apply_descending()),
         }
     }
     pub fn slice_count(&self) -> u32 {
