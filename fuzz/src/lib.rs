@@ -1,7 +1,8 @@
 //! Shared pieces of the otapack fuzz targets: the test keys, a slice buffer, a checking sink
-//! that asserts what a successful verification promises, and the structure-aware mutator
-//! ([`resign`]).
+//! that asserts what a successful verification promises, the structure-aware mutator
+//! ([`resign`]) and a RAM NOR flash ([`flash`]).
 
+pub mod flash;
 pub mod resign;
 
 use otapack_core::decode::SliceDecoder;
