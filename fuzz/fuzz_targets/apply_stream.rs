@@ -11,7 +11,7 @@
 //! - on `Ok`: the first `image_size` bytes of flash hash to `image_sha256`, the last write
 //!   block is padded with `erase_value`, and every byte was consumed;
 //! - flash is untouched (no erase, no write) when the applier fails on the header, manifest,
-//!   signatures, policy or base image, when the signed part of the package does not pass
+//!   signatures, policy or base image, when the package parses but its signed part fails
 //!   `check_signatures`, and while the input pushed so far ends inside the signature block;
 //!   a payload digest failure in slice `k` leaves nothing of slice `k` written;
 //! - after an error, `push` and `finish` return that same error; the flash itself asserts
