@@ -1,252 +1,39 @@
 //! Structure-aware: start from a valid small package, edit its header, manifest and payloads
 //! with the fuzzer's bytes, optionally repair the digests the edits broke, then re-sign the
-//! result with the Ed25519 test private key and write a fresh trailer. The fuzzer thereby gets
-//! past the MD5 and signature checks into the manifest rules, the digest checks and the
-//! decoders, under a trusted signature. Verified packages must hash to their image digest.
+//! result with the Ed25519 test private key and write a fresh trailer
+//! ([`otapack_fuzz::resign::mutate`]). The fuzzer thereby gets past the MD5 and signature
+//! checks into the manifest rules, the digest checks and the decoders, under a trusted
+//! signature. Verified packages must hash to their image digest.
 //!
-//! Input: one flags byte, then 4-byte edits `[op, offset_lo, offset_hi, value]`.
-//!
-//! | flags bits | meaning |
-//! |---|---|
-//! | 0-2 | base package (index modulo the number of bases) |
-//! | 3 | set header manifest_len / payload_len to the edited lengths |
-//! | 4 | recompute each record's payload_sha256 (and, for raw, slice_sha256) |
-//! | 5 | recompute each record's slice_sha256 from what the decoder produces |
-//! | 6 | recompute image_sha256 from the decoded slices; for a delta kind, first set base_size and base_sha256 to the harness's base image |
-//! | 7 | leave the signature block empty and verify with `allow_unsigned` |
-//!
-//! Edit `op`: bits 0-1 pick the part (0 header, 1 and 3 manifest, 2 payloads); bits 2-4 the
-//! action: 0 set byte, 1 xor byte, 2 add to byte, 3 set a little-endian u32 to `value`, 4
-//! insert `value` zero bytes, 5 delete up to `value` bytes, 6 set a u16 to `value`, 7 set a
-//! u64 to `value << (8 * (op >> 5))`. The offset is taken modulo the part's length.
-//!
-//! Delta packages are decoded and verified against [`otapack_fuzz::base_image`], the image the
-//! delta bases were built against.
+//! Input: one flags byte, then 4-byte edits `[op, offset_lo, offset_hi, value]`. The layout
+//! of both is documented in `fuzz/src/resign.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use otapack_core::decode::SliceDecoder;
-use otapack_core::package::signed_message;
-use otapack_core::patch::BaseImage;
-use otapack_core::verify::Policy;
-use otapack_core::wire::header::HEADER_LEN;
-use otapack_core::wire::manifest::{Kind, Manifest, FIXED_LEN};
-use otapack_core::wire::sigblock::{self, SignatureEntry};
-use otapack_core::wire::slice::RECORD_LEN;
-use otapack_core::wire::trailer;
-use otapack_core::{Error, Package};
-use otapack_fuzz::{base_image, ed25519_signing, ed25519_trusted, verify_checked, with_slice_buf};
-use sha2::{Digest, Sha256};
-
-const BASES: &[&[u8]] = &[
-    include_bytes!("../seeds/parse/seabios-12k-ed25519.ota.md5.bin"),
-    include_bytes!("../seeds/parse/fill-zstd-raw-ed25519.ota.md5.bin"),
-    include_bytes!("../seeds/parse/raw-ed25519-rsa-untrusted.ota.md5.bin"),
-    include_bytes!("../seeds/parse/microbit-9k-unsigned.ota.md5.bin"),
-    include_bytes!("../seeds/parse/microbit-9k-pss-ed25519.ota.md5.bin"),
-    include_bytes!("../seeds/parse/delta-seabios-12k-ed25519.ota.md5.bin"),
-    include_bytes!("../seeds/parse/delta-copy-ed25519.ota.md5.bin"),
-];
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn put(b: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(dst) = b.get_mut(at..at + bytes.len()) {
-        dst.copy_from_slice(bytes);
-    }
-}
-
-fn edit(part: &mut Vec<u8>, action: u8, shift: u8, offset: usize, value: u8) {
-    let len = part.len();
-    let at = if len == 0 { 0 } else { offset % len };
-    match action {
-        0 if len > 0 => part[at] = value,
-        1 if len > 0 => part[at] ^= value,
-        2 if len > 0 => part[at] = part[at].wrapping_add(value),
-        3 => put(part, at, &u32::from(value).to_le_bytes()),
-        4 => {
-            let tail = part.split_off(at.min(len));
-            part.resize(part.len() + usize::from(value), 0);
-            part.extend_from_slice(&tail);
-        }
-        5 if len > 0 => {
-            let end = (at + usize::from(value)).min(len);
-            part.drain(at..end);
-        }
-        6 => put(part, at, &u16::from(value).to_le_bytes()),
-        7 => put(
-            part,
-            at,
-            &(u64::from(value) << (8 * u32::from(shift))).to_le_bytes(),
-        ),
-        _ => {}
-    }
-}
-
-/// Record `i` of a (possibly broken) manifest: its byte range, when it is in bounds.
-fn record_range(manifest: &[u8], i: usize) -> Option<core::ops::Range<usize>> {
-    let tlv_len = u32_at(manifest, 12)? as usize;
-    let at = FIXED_LEN
-        .checked_add(tlv_len)?
-        .checked_add(i.checked_mul(RECORD_LEN)?)?;
-    let end = at.checked_add(RECORD_LEN)?;
-    (end <= manifest.len()).then_some(at..end)
-}
+use otapack_core::Package;
+use otapack_fuzz::resign::mutate;
+use otapack_fuzz::{base_image, ed25519_trusted, verify_checked};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, script)) = data.split_first() else {
         return;
     };
-    let base = BASES[usize::from(flags & 7) % BASES.len()];
-    let pkg = Package::parse(base).expect("base package parses");
-    let header0 = pkg.header().as_bytes().to_vec();
-    let manifest0 = pkg.manifest().as_bytes().to_vec();
-    let payloads0 = pkg.payload_area().to_vec();
-    let (mut header, mut manifest, mut payloads) =
-        (header0.clone(), manifest0.clone(), payloads0.clone());
-
-    for e in script.chunks_exact(4) {
-        let (op, offset, value) = (e[0], usize::from(u16::from_le_bytes([e[1], e[2]])), e[3]);
-        let part = match op & 3 {
-            0 => &mut header,
-            2 => &mut payloads,
-            _ => &mut manifest,
-        };
-        edit(part, (op >> 2) & 7, op >> 5, offset, value);
-    }
-    let untouched = header == header0 && manifest == manifest0 && payloads == payloads0;
-
-    if flags & 0x08 != 0 {
-        put(&mut header, 12, &(manifest.len() as u32).to_le_bytes());
-        put(&mut header, 16, &(payloads.len() as u32).to_le_bytes());
-    }
-    if flags & 0x10 != 0 {
-        let count = u32_at(&manifest, 8).unwrap_or(0) as usize;
-        for i in 0..count {
-            let Some(r) = record_range(&manifest, i) else {
-                break;
-            };
-            let (off, len) = (
-                u32_at(&manifest, r.start + 8),
-                u32_at(&manifest, r.start + 12),
-            );
-            let (Some(off), Some(len)) = (off, len) else {
-                break;
-            };
-            let Some(payload) = payloads.get(off as usize..off as usize + len as usize) else {
-                continue;
-            };
-            let digest: [u8; 32] = Sha256::digest(payload).into();
-            put(&mut manifest, r.start + 32, &digest);
-            if manifest[r.start + 4] == 1 {
-                put(&mut manifest, r.start + 64, &digest); // raw: slice = payload
-            }
-        }
-    }
-    if flags & 0x40 != 0 && manifest.get(2).is_some_and(|&k| k != 0) {
-        let base = base_image();
-        put(&mut manifest, 88, &(base.len() as u64).to_le_bytes());
-        put(&mut manifest, 96, &<[u8; 32]>::from(Sha256::digest(base)));
-    }
-    if flags & 0x60 != 0 {
-        // Decode every slice with the real decoder; a slice digest mismatch still leaves the
-        // decoded bytes in the buffer, which is what the repaired digest is taken from.
-        let payload_len = u32_at(&header, 16).unwrap_or(0);
-        let fixed = Manifest::new_checked(&manifest, 1, payload_len)
-            .ok()
-            .map(|m| {
-                let mut dec = SliceDecoder::new();
-                let mut image = Sha256::new();
-                let mut slice_digests = Vec::new();
-                let mut complete = true;
-                with_slice_buf(m.slice_size() as usize, |buf| {
-                    for rec in m.slices() {
-                        let Some(p) = payloads.get(
-                            rec.payload_offset() as usize
-                                ..rec.payload_offset() as usize + rec.payload_len() as usize,
-                        ) else {
-                            complete = false;
-                            break;
-                        };
-                        let len = m.slice_len(rec.index()) as usize;
-                        let mut base = base_image();
-                        let base =
-                            (m.kind() != Kind::Full).then_some(&mut base as &mut dyn BaseImage);
-                        match dec.decode(&m, &rec, p, base, buf) {
-                            Ok(_) | Err(Error::SliceDigest { .. }) => {
-                                let d: [u8; 32] = Sha256::digest(&buf[..len]).into();
-                                image.update(&buf[..len]);
-                                slice_digests.push(d);
-                            }
-                            Err(_) => {
-                                complete = false;
-                                slice_digests.push(rec.slice_sha256());
-                            }
-                        }
-                    }
-                });
-                let image: [u8; 32] = image.finalize().into();
-                (slice_digests, complete.then_some(image))
-            });
-        if let Some((slice_digests, image)) = fixed {
-            if flags & 0x20 != 0 {
-                for (i, d) in slice_digests.iter().enumerate() {
-                    let Some(r) = record_range(&manifest, i) else {
-                        break;
-                    };
-                    put(&mut manifest, r.start + 64, d);
-                    if manifest[r.start + 4] == 1 {
-                        put(&mut manifest, r.start + 32, d);
-                    }
-                }
-            }
-            if let (true, Some(image)) = (flags & 0x40 != 0, image) {
-                put(&mut manifest, 56, &image);
-            }
-        }
-    }
-
-    // Re-sign and reassemble: header, manifest, signature block, payloads, trailer.
-    let unsigned = flags & 0x80 != 0;
-    let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + 104 + payloads.len() + 28);
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&manifest);
-    let block = if unsigned {
-        sigblock::emit(&[]).expect("empty signature block")
-    } else {
-        let key = ed25519_signing();
-        let message = signed_message(&Sha256::digest(&out).into());
-        let sig = key.sign(&message).expect("Ed25519 signs");
-        sigblock::emit(&[SignatureEntry {
-            key_id: key.key_id(),
-            algorithm: key.algorithm(),
-            signature: &sig,
-        }])
-        .expect("one-entry signature block")
+    let Some(pkg) = mutate(flags, script) else {
+        return;
     };
-    out.extend_from_slice(&block);
-    out.extend_from_slice(&payloads);
-    let Ok(t) = trailer::emit(&out) else { return };
-    out.extend_from_slice(&t);
-
-    let policy = Policy {
-        required_signatures: 1,
-        allow_unsigned: unsigned,
-    };
-    let result = Package::parse(&out).and_then(|pkg| {
+    let result = Package::parse(&pkg.bytes).and_then(|p| {
         verify_checked(
-            &pkg,
+            &p,
             std::slice::from_ref(ed25519_trusted()),
-            &policy,
+            &pkg.policy(),
             &mut SliceDecoder::new(),
             Some(base_image()),
         )
     });
-    if untouched {
+    if pkg.untouched {
         // Repairs are idempotent on an intact package: it must still verify.
         let summary = result.unwrap_or_else(|e| panic!("intact re-signed package refused: {e}"));
-        assert_eq!(summary.valid, u8::from(!unsigned));
+        assert_eq!(summary.valid, u8::from(!pkg.unsigned));
     }
 });

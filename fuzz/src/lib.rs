@@ -1,5 +1,9 @@
-//! Shared pieces of the otapack fuzz targets: the test keys, a slice buffer, and a checking
-//! sink that asserts what a successful verification promises.
+//! Shared pieces of the otapack fuzz targets: the test keys, a slice buffer, a checking sink
+//! that asserts what a successful verification promises, the structure-aware mutator
+//! ([`resign`]) and a RAM NOR flash ([`flash`]).
+
+pub mod flash;
+pub mod resign;
 
 use otapack_core::decode::SliceDecoder;
 use otapack_core::keys::TrustedKey;

@@ -798,7 +798,15 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             self.base = None;
         } else {
             let base = self.base.as_deref_mut().ok_or(Error::BaseRequired)?;
-            check_base(base, base_size, &base_sha256, self.payload_buf)?;
+            // The base is hashed through whichever free buffer is larger: the payload buffer
+            // may be empty (a delta of only copy and fill slices has no payload), and the
+            // signature buffer is no longer needed.
+            let scratch = if self.payload_buf.len() >= self.sig.len() {
+                &mut *self.payload_buf
+            } else {
+                &mut self.sig[..]
+            };
+            check_base(base, base_size, &base_sha256, scratch)?;
         }
         self.have = 0;
         self.step = Step::Payload;
