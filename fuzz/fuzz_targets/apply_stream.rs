@@ -17,13 +17,18 @@
 //! - after an error, `push` and `finish` return that same error; the flash itself asserts
 //!   aligned, in-range, erase-before-program use.
 //!
-//! Input: `[flags, ctl, schedule..., edits...]`. `flags` and the 4-byte edits are
+//! Input: `[flags, ctl, (extra), schedule..., edits...]`. `flags` and the 4-byte edits are
 //! [`otapack_fuzz::resign::mutate`]'s. `ctl` bits 0-1 pick the flash geometry (write size /
 //! sector: 1/4096, 4/4096, 8/256, 16/65536), bits 2-3 the write buffer (1, 2, 16 or 64 write
-//! units), bits 4-7 the number of schedule bytes. Each schedule byte is a chunk size: below
-//! 0xE0 the byte itself (0 pushes an empty chunk), from 0xE0 on 256 << (byte - 0xE0), capped at
-//! what is left. The schedule repeats until the package is all pushed; no schedule pushes the
-//! whole package at once.
+//! units), bits 4-6 the number of schedule bytes (0-7), and bit 7 says an `extra` byte follows:
+//! one more signature entry in the block ([`otapack_fuzz::resign::ExtraEntry`]), so the
+//! applier's streaming signature parser sees several entries, skips untrusted ones and meets
+//! duplicate ids and mismatched algorithms. `extra` bits 0-1: unknown algorithm with a
+//! `1 + 2047 * (bits 3-7)`-byte signature, untrusted RSA-2048, bad signature under the
+//! trusted id, RSA code under the trusted id; bit 2: before the Ed25519 entry. Each schedule
+//! byte is a chunk size: below 0xE0 the byte itself (0 pushes an empty chunk), from 0xE0 on
+//! 256 << (byte - 0xE0), capped at what is left. The schedule repeats until the package is all
+//! pushed; no schedule pushes the whole package at once.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -37,7 +42,7 @@ use otapack_core::wire::manifest::Manifest;
 use otapack_core::wire::sigblock::{BLOCK_HEAD_LEN, ENTRY_HEAD_LEN};
 use otapack_core::{Error, Package};
 use otapack_fuzz::flash::RamFlash;
-use otapack_fuzz::resign::mutate;
+use otapack_fuzz::resign::{mutate_with, ExtraEntry};
 use otapack_fuzz::{base_image, ed25519_trusted, verify_checked};
 use sha2::{Digest, Sha256};
 
@@ -291,9 +296,26 @@ fuzz_target!(|data: &[u8]| {
     let [flags, ctl, rest @ ..] = data else {
         return;
     };
-    let n_sched = usize::from(ctl >> 4).min(rest.len());
+    let mut rest = rest;
+    let mut extra = None;
+    if ctl & 0x80 != 0 {
+        let Some((&e, tail)) = rest.split_first() else {
+            return;
+        };
+        rest = tail;
+        let entry = match e & 3 {
+            0 => ExtraEntry::Unknown {
+                len: 1 + 2047 * u16::from(e >> 3),
+            },
+            1 => ExtraEntry::UntrustedRsa,
+            2 => ExtraEntry::BadTrusted,
+            _ => ExtraEntry::WrongAlgorithm,
+        };
+        extra = Some((entry, e & 4 != 0));
+    }
+    let n_sched = usize::from((ctl >> 4) & 7).min(rest.len());
     let (schedule, script) = rest.split_at(n_sched);
-    let Some(pkg) = mutate(*flags, script) else {
+    let Some(pkg) = mutate_with(*flags, script, extra) else {
         return;
     };
     let policy = pkg.policy();

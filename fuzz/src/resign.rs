@@ -49,6 +49,40 @@ pub const BASES: &[&[u8]] = &[
     include_bytes!("../seeds/parse/delta-copy-ed25519.ota.md5.bin"),
 ];
 
+/// A signature entry [`mutate_with`] adds to the block beside the Ed25519 one (or alone, in an
+/// unsigned package), so the block holds more than the one entry the re-signing writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraEntry {
+    /// An unknown algorithm code with a `len`-byte signature (1..=65535): untrusted, skipped.
+    Unknown { len: u16 },
+    /// An RSA-2048-sized entry from a key nobody trusts: untrusted, skipped.
+    UntrustedRsa,
+    /// An Ed25519 entry under the trusted key's id with a wrong signature: a duplicate key id
+    /// beside the real signature, a bad signature alone.
+    BadTrusted,
+    /// The trusted key's id with the RSA algorithm code: an algorithm mismatch (and a
+    /// duplicate id beside the real signature).
+    WrongAlgorithm,
+}
+
+impl ExtraEntry {
+    fn bytes(self) -> Vec<u8> {
+        let trusted_id = ed25519_signing().key_id();
+        let (id, alg, len, fill) = match self {
+            ExtraEntry::Unknown { len } => ([0xA5; 32], 0x7F00u16, usize::from(len), 0x5A),
+            ExtraEntry::UntrustedRsa => ([0xC3; 32], 2, 256, 0x33),
+            ExtraEntry::BadTrusted => (trusted_id, 1, 64, 0x11),
+            ExtraEntry::WrongAlgorithm => (trusted_id, 2, 256, 0x22),
+        };
+        let mut e = Vec::with_capacity(36 + len);
+        e.extend_from_slice(&id);
+        e.extend_from_slice(&alg.to_le_bytes());
+        e.extend_from_slice(&(len as u16).to_le_bytes());
+        e.resize(36 + len, fill);
+        e
+    }
+}
+
 /// A mutated, repaired and re-signed package.
 pub struct Resigned {
     /// The whole package: header, manifest, signature block, payloads, trailer.
@@ -120,6 +154,17 @@ fn record_range(manifest: &[u8], i: usize) -> Option<core::ops::Range<usize>> {
 /// Applies `script` to the base package `flags` picks, repairs what `flags` asks for, and
 /// re-signs. `None` only when the result is too large for a trailer.
 pub fn mutate(flags: u8, script: &[u8]) -> Option<Resigned> {
+    mutate_with(flags, script, None)
+}
+
+/// [`mutate`], with `extra` added to the signature block: before the Ed25519 entry when its
+/// flag is true, after it otherwise. The block is written byte by byte, so it may break the
+/// block's rules (a duplicate key id) on purpose.
+pub fn mutate_with(
+    flags: u8,
+    script: &[u8],
+    extra: Option<(ExtraEntry, bool)>,
+) -> Option<Resigned> {
     let base = BASES[usize::from(flags & 7) % BASES.len()];
     let pkg = Package::parse(base).expect("base package parses");
     let header0 = pkg.header().as_bytes().to_vec();
@@ -234,19 +279,27 @@ pub fn mutate(flags: u8, script: &[u8]) -> Option<Resigned> {
     let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + 104 + payloads.len() + 28);
     out.extend_from_slice(&header);
     out.extend_from_slice(&manifest);
-    let block = if unsigned {
-        sigblock::emit(&[]).expect("empty signature block")
-    } else {
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    if !unsigned {
         let key = ed25519_signing();
         let message = signed_message(&Sha256::digest(&out).into());
         let sig = key.sign(&message).expect("Ed25519 signs");
-        sigblock::emit(&[SignatureEntry {
+        let block = sigblock::emit(&[SignatureEntry {
             key_id: key.key_id(),
             algorithm: key.algorithm(),
             signature: &sig,
         }])
-        .expect("one-entry signature block")
-    };
+        .expect("one-entry signature block");
+        entries.push(block[sigblock::BLOCK_HEAD_LEN..].to_vec());
+    }
+    if let Some((e, first)) = extra {
+        entries.insert(if first { 0 } else { entries.len() }, e.bytes());
+    }
+    let mut block = (entries.len() as u16).to_le_bytes().to_vec();
+    block.extend_from_slice(&[0, 0]);
+    for e in &entries {
+        block.extend_from_slice(e);
+    }
     out.extend_from_slice(&block);
     out.extend_from_slice(&payloads);
     let t = trailer::emit(&out).ok()?;
