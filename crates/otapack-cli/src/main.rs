@@ -608,11 +608,13 @@ fn inspect(a: InspectArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn apply(a: ApplyArgs) -> Result<(), Error> {
-    let trusted: Vec<_> = load_public_keys(&a.key)?
-        .into_iter()
-        .map(|k| k.key)
-        .collect();
+/// Trusted keys and policy for the commands that run the device code (`apply`, `simulate`):
+/// without any `--key`, integrity only, with a warning.
+fn device_trust(
+    keys: &[PathBuf],
+    allow_unsigned: bool,
+) -> Result<(Vec<otapack::otapack_core::keys::TrustedKey>, Policy), Error> {
+    let trusted: Vec<_> = load_public_keys(keys)?.into_iter().map(|k| k.key).collect();
     let policy = if trusted.is_empty() {
         eprintln!("otapack: warning: no --key given: signatures are not checked (integrity only)");
         Policy {
@@ -622,9 +624,14 @@ fn apply(a: ApplyArgs) -> Result<(), Error> {
     } else {
         Policy {
             required_signatures: 1,
-            allow_unsigned: a.allow_unsigned,
+            allow_unsigned,
         }
     };
+    Ok((trusted, policy))
+}
+
+fn apply(a: ApplyArgs) -> Result<(), Error> {
+    let (trusted, policy) = device_trust(&a.key, a.allow_unsigned)?;
     let bytes = read(&a.package)?;
     let base = load_base(a.base.as_deref())?;
     otapack::apply::apply_to_file(&bytes, &trusted, &policy, base.as_deref(), &a.output)?;
@@ -657,19 +664,7 @@ fn simulate_cmd(a: SimulateArgs) -> Result<(), Error> {
             }
         },
     };
-    let trusted: Vec<_> = load_public_keys(&a.key)?
-        .into_iter()
-        .map(|k| k.key)
-        .collect();
-    let policy = if trusted.is_empty() {
-        eprintln!("otapack: warning: no --key given: signatures are not checked (integrity only)");
-        Policy {
-            required_signatures: 0,
-            allow_unsigned: true,
-        }
-    } else {
-        Policy::default()
-    };
+    let (trusted, policy) = device_trust(&a.key, false)?;
     let bytes = read(&a.package)?;
     let base = load_base(a.base.as_deref())?;
     let opts = SimOptions {

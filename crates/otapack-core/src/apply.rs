@@ -23,8 +23,9 @@
 //! | 2    | manifest                       | every manifest rule; largest payload fits the buffer; image fits the slot | untouched |
 //! | 3    | signature block                | each signature from a trusted key verifies; the policy holds  | untouched |
 //! | 4    | (none)                         | delta kinds: base image size and SHA-256                      | untouched |
-//! | 5    | each slice payload, in order   | payload SHA-256 (against the signed manifest), *then* decode  | the slice is written as it decodes; its SHA-256 is checked at its end |
-//! | 6    | trailer (28 bytes)             | whole-image SHA-256, trailer MD5 over all bytes before it     | the last partial write block is flushed |
+//! | 5    | each slice payload, in order   | payload SHA-256 (against the signed manifest), *then* decode  | the slice is written as it decodes; its SHA-256 is checked at its end, then the slice is read back from flash and checked again ([`Event::SliceDone`]) |
+//! | 6    | trailer (28 bytes)             | whole-image SHA-256 (of the stream; skipped after a resume), trailer MD5 over all bytes before it (skipped after a [`jump`](Applier::jump)) | nothing more |
+//! | 7    | [`Applier::finish`]            | the whole image read back from flash matches the manifest's SHA-256 | untouched |
 //!
 //! Nothing reaches flash before the manifest is authenticated and the slice's payload matched
 //! its signed digest. A slice whose decoded output then fails its digest (a decoder fault) stops

@@ -29,7 +29,7 @@ use crate::apply::{read_back, Applier, FlashBase, FlashOut};
 use crate::decode::SliceDecoder;
 use crate::error::{Error, Result};
 use crate::keys::TrustedKey;
-use crate::policy::{check_device, DeviceInfo};
+use crate::policy::DeviceInfo;
 use crate::state::{Mode, StateRecord, StateStore};
 use crate::verify::Policy;
 use crate::wire::header::{Header, HEADER_LEN};
@@ -297,7 +297,6 @@ fn verify_staged<F: NorFlash, G: NorFlash, S: NorFlash>(
         if m.kind() != Kind::DeltaInPlace {
             return Err(Error::UnsupportedKind(m.kind() as u8));
         }
-        check_device(&m, &device)?;
         let counter = m.security_counter();
         let id = applier
             .package_id()

@@ -260,7 +260,7 @@ pub fn power_on(
             }
         }
         let end = (pos + opts.chunk.max(1)).min(package.len());
-        session.push(&package[pos..end])?;
+        session.push(chunk_at(package, pos, end)?)?;
         pos = end;
     }
     session.finish()?;
@@ -309,7 +309,7 @@ fn power_on_in_place(
         let mut pos = stager.offset() as usize;
         while !stager.complete() {
             let end = (pos + opts.chunk.max(1)).min(package.len());
-            stager.push(&package[pos..end])?;
+            stager.push(chunk_at(package, pos, end)?)?;
             pos = end;
         }
     }
@@ -329,6 +329,16 @@ fn power_on_in_place(
     )?;
     confirm(&mut state)?;
     Ok(())
+}
+
+/// `package[pos..end]`, or an error if the device asked for bytes the package does not have.
+fn chunk_at(package: &[u8], pos: usize, end: usize) -> Result<&[u8]> {
+    package.get(pos..end).ok_or_else(|| {
+        Error::Invalid(format!(
+            "simulation: the device asked for bytes {pos}..{end} of a {}-byte package",
+            package.len()
+        ))
+    })
 }
 
 /// Runs the simulation. `meter` measures the clean run's peak heap and stack
