@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         image_sha256: [0; 32],
         base_size: 0,
         base_sha256: [0; 32],
-        apply_descending: false,
+        apply_descending: false, zstd_block_log: 0, segment_log: 0, device_ram: 0,
         software_version: "fuzz".into(),
         software_type: None,
         hardware_versions: Vec::new(),

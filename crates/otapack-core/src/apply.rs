@@ -150,6 +150,8 @@ pub struct Applier<'a, F: NorFlash> {
     jumped: bool,
     /// Check everything, write nothing (see [`Applier::set_verify_only`]).
     verify_only: bool,
+    /// The decoder has begun slice `slice`.
+    begun: bool,
 }
 
 /// Programs the destination slot sequentially through the write buffer, erasing each sector
@@ -360,6 +362,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             resumed_at: None,
             jumped: false,
             verify_only: false,
+            begun: false,
         })
     }
 
@@ -370,11 +373,17 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         usize::try_from(needed).map_err(|_| Error::BufferTooSmall { needed })
     }
 
-    /// Bytes the payload buffer needs for this manifest (its largest payload).
+    /// Bytes the payload buffer needs for this manifest: its largest payload segment (the
+    /// largest payload when payloads are not segmented, [`Manifest::segment_log`]).
     pub fn payload_buffer_len(manifest: &Manifest<'_>) -> usize {
+        let segment = manifest.segment_size();
         manifest
             .slices()
-            .map(|r| r.payload_len() as usize)
+            .map(|r| {
+                let len = u64::from(r.payload_len());
+                let n = if segment == 0 { len } else { len.min(segment) };
+                usize::try_from(n).unwrap_or(usize::MAX)
+            })
             .max()
             .unwrap_or(0)
     }
@@ -485,6 +494,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             erased_to: pos,
         };
         self.resumed_at = Some(slices_done);
+        self.begun = false;
         Ok(())
     }
 
@@ -575,10 +585,17 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             if self.event.is_some() {
                 break;
             }
-            // A payload-less slice (fill, copy) or the end of the payloads needs no input.
-            if self.step == Step::Payload && self.skip == 0 && self.current_payload_len() == 0 {
-                self.on_payload()?;
-                continue;
+            // Starting a slice, ending one (after its last segment, or at once for a fill or
+            // copy) and the end of the payloads need no input.
+            if self.step == Step::Payload && self.skip == 0 {
+                if !self.begun {
+                    self.begin_slice()?;
+                    continue;
+                }
+                if self.decoder.next_segment_len() == 0 {
+                    self.end_slice()?;
+                    continue;
+                }
             }
             if input.is_empty() {
                 break;
@@ -632,10 +649,15 @@ impl<'a, F: NorFlash> Applier<'a, F> {
                     input = input.get(n..).unwrap_or(&[]);
                 }
                 Step::Payload => {
-                    let want = self.current_payload_len();
+                    let want = self.decoder.next_segment_len();
+                    if want > self.payload_buf.len() {
+                        return Err(Error::BufferTooSmall {
+                            needed: want as u64,
+                        });
+                    }
                     input = Self::gather(self.payload_buf, &mut self.have, want, input)?;
                     if self.have == want {
-                        self.on_payload()?;
+                        self.on_segment()?;
                     }
                 }
                 Step::Trailer => {
@@ -662,12 +684,6 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             self.consumed += used as u64;
         }
         Ok(total - input.len())
-    }
-
-    fn current_payload_len(&self) -> usize {
-        self.manifest()
-            .and_then(|m| m.slice(self.slice))
-            .map_or(0, |r| r.payload_len() as usize)
     }
 
     fn on_header(&mut self) -> Result<()> {
@@ -815,7 +831,8 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         Ok(())
     }
 
-    fn on_payload(&mut self) -> Result<()> {
+    /// Starts the next slice, or after the last one checks the image digest.
+    fn begin_slice(&mut self) -> Result<()> {
         if self.slice == self.slice_count {
             let m = self
                 .manifest()
@@ -831,9 +848,65 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             self.step = Step::Trailer;
             return Ok(());
         }
+        let manifest = Manifest::new_unchecked(
+            self.manifest_buf
+                .get(HEADER_LEN..HEADER_LEN + self.manifest_len)
+                .unwrap_or(&[]),
+        );
+        let rec = manifest.slice(self.slice).ok_or(Error::Truncated {
+            what: "slice record",
+        })?;
+        if self.out.pos != u64::from(rec.index()) << manifest.slice_log2() {
+            return Err(Error::Malformed {
+                what: "slice out of order",
+            });
+        }
+        self.decoder.begin(&manifest, &rec)?;
+        self.begun = true;
+        self.have = 0;
+        Ok(())
+    }
+
+    /// One payload segment is in the payload buffer: the decoder checks its digest, then
+    /// decodes it straight to flash (or, verifying only, to the image hash).
+    fn on_segment(&mut self) -> Result<()> {
+        let Applier {
+            payload_buf,
+            write_buf,
+            flash,
+            base,
+            decoder,
+            out,
+            image,
+            have,
+            verify_only,
+            ..
+        } = self;
+        let segment = payload_buf
+            .get(..*have)
+            .ok_or(Error::Truncated { what: "payload" })?;
+        let b = base.as_mut().map(|b| &mut **b as &mut dyn BaseImage);
+        if *verify_only {
+            decoder.feed_segment(segment, b, &mut |chunk| {
+                image.update(chunk);
+                out.pos += chunk.len() as u64;
+                Ok(())
+            })?;
+        } else {
+            decoder.feed_segment(segment, b, &mut |chunk| {
+                image.update(chunk);
+                out.put(flash, write_buf, chunk)
+            })?;
+        }
+        *have = 0;
+        Ok(())
+    }
+
+    /// The slice's payload is all in: the decoder finishes it (a fill or copy slice is produced
+    /// here) and checks its digest; the slice is programmed and read back.
+    fn end_slice(&mut self) -> Result<()> {
         let Applier {
             manifest_buf,
-            payload_buf,
             write_buf,
             flash,
             base,
@@ -850,17 +923,10 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         let rec = manifest.slice(self.slice).ok_or(Error::Truncated {
             what: "slice record",
         })?;
-        let payload = payload_buf
-            .get(..rec.payload_len() as usize)
-            .ok_or(Error::Truncated { what: "payload" })?;
-        if out.pos != u64::from(rec.index()) << manifest.slice_log2() {
-            return Err(Error::Malformed {
-                what: "slice out of order",
-            });
-        }
         let b = base.as_mut().map(|b| &mut **b as &mut dyn BaseImage);
+        self.begun = false;
         if self.verify_only {
-            decoder.decode_to(&manifest, &rec, payload, b, &mut |chunk| {
+            decoder.end(b, &mut |chunk| {
                 image.update(chunk);
                 out.pos += chunk.len() as u64;
                 Ok(())
@@ -869,7 +935,7 @@ impl<'a, F: NorFlash> Applier<'a, F> {
             self.have = 0;
             return Ok(());
         }
-        decoder.decode_to(&manifest, &rec, payload, b, &mut |chunk| {
+        decoder.end(b, &mut |chunk| {
             image.update(chunk);
             out.put(flash, write_buf, chunk)
         })?;

@@ -11,7 +11,9 @@
 
 use crate::error::{Error, Result};
 use crate::patch::{BaseImage, PatchDecoder};
-use crate::wire::manifest::{Kind, Manifest};
+#[cfg(feature = "zstd")]
+use crate::wire::manifest::MIN_WINDOW_LOG;
+use crate::wire::manifest::{Kind, Manifest, SEGMENT_LINK_LEN};
 use crate::wire::slice::{Method, SliceRecord};
 use core::ops::Range;
 use sha2::{Digest, Sha256};
@@ -63,17 +65,124 @@ impl BaseImage for WindowedBase<'_> {
     }
 }
 
-/// Reusable decoding state (the zstd decoder keeps its buffers across slices).
+/// The frame header's first bytes (magic and Frame_Header_Descriptor) and a block header.
+#[cfg(feature = "zstd")]
+const FRAME_PROBE: usize = 5;
+#[cfg(feature = "zstd")]
+const BLOCK_HEADER: usize = 3;
+/// RFC 8878's largest block.
+#[cfg(feature = "zstd")]
+const MAX_BLOCK: u64 = 128 * 1024;
+
+/// Where the zstd frame of the current slice stands.
+#[cfg(feature = "zstd")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// Waiting for the frame header.
+    Header,
+    /// Decoding blocks: the frame's largest block, its declared content size, what it produced
+    /// so far, and whether a content checksum follows the last block.
+    Blocks {
+        max_block: u64,
+        declared: u64,
+        produced: u64,
+        checksum: bool,
+    },
+    /// The last block was decoded.
+    Done,
+}
+
+/// The slice being decoded: its digests, the segment chain, and the method's own state.
+struct Active {
+    slice: u32,
+    method: Method,
+    arg: u64,
+    /// The slice's length and the bytes produced so far, hashed as they go.
+    len: u64,
+    produced: u64,
+    hash: Sha256,
+    slice_sha256: [u8; 32],
+    /// The SHA-256 the next payload segment must have, the payload bytes not yet received,
+    /// and the segment size (0: one segment).
+    expected: [u8; 32],
+    left: u64,
+    segment: u64,
+    window_log: u8,
+    block_log: u8,
+    /// Kind 2: the base bytes this slice may read.
+    window: Option<Range<u64>>,
+    patch: Option<PatchDecoder>,
+    #[cfg(feature = "zstd")]
+    frame: Frame,
+}
+
+impl Active {
+    fn bad(&self) -> Error {
+        Error::Decode { slice: self.slice }
+    }
+
+    /// Counts, bounds and hashes produced bytes, then hands them on.
+    fn out(
+        produced: &mut u64,
+        hash: &mut Sha256,
+        len: u64,
+        bad: Error,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+        chunk: &[u8],
+    ) -> Result<()> {
+        *produced += chunk.len() as u64;
+        if *produced > len {
+            return Err(bad);
+        }
+        hash.update(chunk);
+        sink(chunk)
+    }
+}
+
+/// Reusable decoding state: the zstd decoder keeps its buffers across slices, and the slice
+/// being decoded is held here between payload segments (no globals, no hidden state).
+///
+/// A slice is decoded in three calls, so a device can stream its payload in segments and never
+/// hold more than one ([`Manifest::segment_log`]):
+/// 1. [`begin`](Self::begin) with the slice's record;
+/// 2. while [`next_segment_len`](Self::next_segment_len) is not 0, [`feed_segment`](Self::feed_segment)
+///    with exactly that many payload bytes: the segment's SHA-256 is checked (against the signed
+///    record for the first, against the previous segment's link after that) *before* any of
+///    its bytes reach a decoder;
+/// 3. [`end`](Self::end), which checks the slice's length and SHA-256.
+///
+/// An `Err` from any step means the slice's output already passed to the sink must be
+/// discarded. [`decode_to`](Self::decode_to) and [`decode`](Self::decode) do all three for a
+/// payload held whole.
 #[derive(Default)]
 pub struct SliceDecoder {
     #[cfg(feature = "zstd")]
     zstd: Option<ruzstd::decoding::FrameDecoder>,
+    /// The start of a zstd frame header or block that straddles two segments (at most one
+    /// block: `zstd_block_log` bounds it).
+    #[cfg(feature = "zstd")]
+    pending: alloc::vec::Vec<u8>,
+    active: Option<Active>,
 }
 
 impl core::fmt::Debug for SliceDecoder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("SliceDecoder")
     }
+}
+
+/// Restricts `base` to `window` (kind 2) for one call.
+macro_rules! windowed {
+    ($base:ident, $window:expr, $slice:expr, $holder:ident) => {
+        let mut $holder;
+        let $base = match ($base, $window) {
+            (Some(b), Some(w)) => {
+                $holder = WindowedBase::new(b, w, $slice);
+                Some(&mut $holder as &mut dyn BaseImage)
+            }
+            (b, _) => b.map(|b| &mut *b as &mut dyn BaseImage),
+        };
+    };
 }
 
 impl SliceDecoder {
@@ -110,46 +219,157 @@ impl SliceDecoder {
         Ok(out)
     }
 
-    /// Decodes slice `rec` and passes its bytes, in order and in pieces, to `sink`. The payload
-    /// digest is checked before anything is decoded; the slice's length and digest are checked
-    /// over what was produced, and an `Err` means the pieces already passed must be discarded.
+    /// Decodes slice `rec` from its whole `payload` and passes its bytes, in order and in
+    /// pieces, to `sink`: [`begin`](Self::begin), every segment, [`end`](Self::end).
     pub fn decode_to(
         &mut self,
         manifest: &Manifest<'_>,
         rec: &SliceRecord<'_>,
         payload: &[u8],
-        base: Option<&mut dyn BaseImage>,
+        mut base: Option<&mut dyn BaseImage>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let slice = rec.index();
-        let bad = Error::Decode { slice };
-        let len = u64::from(manifest.slice_len(slice));
-        let mut windowed;
-        let base = match base {
-            Some(b) if manifest.kind() == Kind::DeltaInPlace => {
-                windowed = WindowedBase::new(b, manifest.read_window(slice), slice);
-                Some(&mut windowed as &mut dyn BaseImage)
-            }
-            other => other,
-        };
-        let payload_digest: [u8; 32] = Sha256::digest(payload).into();
-        if payload_digest != rec.payload_sha256() {
+        if payload.len() as u64 != u64::from(rec.payload_len()) {
             return Err(Error::PayloadDigest { slice });
         }
-        let mut hash = Sha256::new();
-        let mut produced = 0u64;
-        let mut out = |chunk: &[u8]| -> Result<()> {
-            produced += chunk.len() as u64;
-            if produced > len {
-                return Err(bad);
+        self.begin(manifest, rec)?;
+        let mut rest = payload;
+        loop {
+            let n = self.next_segment_len();
+            if n == 0 {
+                break;
             }
-            hash.update(chunk);
-            sink(chunk)
+            let (segment, tail) = rest
+                .split_at_checked(n)
+                .ok_or(Error::PayloadDigest { slice })?;
+            let b = base.as_mut().map(|b| &mut **b as &mut dyn BaseImage);
+            self.feed_segment(segment, b, sink)?;
+            rest = tail;
+        }
+        self.end(base, sink)
+    }
+
+    /// Starts slice `rec` of `manifest` (a package already parsed and authenticated). Drops
+    /// whatever an unfinished slice left.
+    pub fn begin(&mut self, manifest: &Manifest<'_>, rec: &SliceRecord<'_>) -> Result<()> {
+        let slice = rec.index();
+        let window = (manifest.kind() == Kind::DeltaInPlace).then(|| manifest.read_window(slice));
+        #[cfg(feature = "zstd")]
+        {
+            self.pending.clear();
+            if matches!(rec.method(), Method::Zstd | Method::Patch) && self.zstd.is_none() {
+                self.zstd = Some(primed_decoder(
+                    manifest.zstd_window_log(),
+                    manifest.zstd_block_log(),
+                ));
+            }
+        }
+        self.active = Some(Active {
+            slice,
+            method: rec.method(),
+            arg: rec.arg(),
+            len: u64::from(manifest.slice_len(slice)),
+            produced: 0,
+            hash: Sha256::new(),
+            slice_sha256: rec.slice_sha256(),
+            expected: rec.payload_sha256(),
+            left: u64::from(rec.payload_len()),
+            segment: manifest.segment_size(),
+            window_log: manifest.zstd_window_log(),
+            block_log: manifest.zstd_block_log(),
+            window,
+            patch: None,
+            #[cfg(feature = "zstd")]
+            frame: Frame::Header,
+        });
+        Ok(())
+    }
+
+    /// Bytes of the next payload segment of the slice begun, 0 when the whole payload was fed
+    /// (or no slice is begun).
+    pub fn next_segment_len(&self) -> usize {
+        let Some(a) = &self.active else { return 0 };
+        let n = if a.segment == 0 {
+            a.left
+        } else {
+            a.left.min(a.segment)
         };
-        let window_log = manifest.zstd_window_log();
-        match rec.method() {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// Checks the next payload segment (exactly [`next_segment_len`](Self::next_segment_len)
+    /// bytes) against its SHA-256, then decodes its data, passing output to `sink`.
+    pub fn feed_segment(
+        &mut self,
+        segment: &[u8],
+        base: Option<&mut dyn BaseImage>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let want = self.next_segment_len();
+        let a = self.active.as_mut().ok_or(Error::WrongState {
+            what: "no slice begun",
+        })?;
+        let slice = a.slice;
+        if want == 0 || segment.len() != want {
+            return Err(Error::PayloadDigest { slice });
+        }
+        let digest: [u8; 32] = Sha256::digest(segment).into();
+        if digest != a.expected {
+            return Err(Error::PayloadDigest { slice });
+        }
+        a.left -= segment.len() as u64;
+        let data = if a.left > 0 {
+            // Every segment but the last ends with the next segment's SHA-256.
+            let at = segment.len().saturating_sub(SEGMENT_LINK_LEN as usize);
+            let (data, link) = segment.split_at(at);
+            a.expected = link
+                .try_into()
+                .map_err(|_| Error::PayloadDigest { slice })?;
+            data
+        } else {
+            segment
+        };
+        windowed!(base, a.window.clone(), slice, holder);
+        match a.method {
+            Method::Raw => {
+                let bad = a.bad();
+                Active::out(&mut a.produced, &mut a.hash, a.len, bad, sink, data)
+            }
+            Method::Zstd | Method::Patch => self.zstd_feed(data, base, sink),
+            // fill and copy have no payload: `next_segment_len` is 0 for them.
+            Method::Fill | Method::Copy => Err(a.bad()),
+        }
+    }
+
+    /// Finishes the slice begun: produces a fill or copy slice, checks that a zstd frame or
+    /// patch ended, then the slice's length and SHA-256.
+    pub fn end(
+        &mut self,
+        base: Option<&mut dyn BaseImage>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut a = self.active.take().ok_or(Error::WrongState {
+            what: "no slice begun",
+        })?;
+        let bad = a.bad();
+        if a.left != 0 {
+            return Err(bad);
+        }
+        let slice = a.slice;
+        let (method, arg) = (a.method, a.arg);
+        windowed!(base, a.window.clone(), slice, holder);
+        let Active {
+            produced,
+            hash,
+            len,
+            ..
+        } = &mut a;
+        let len = *len;
+        let mut out = |chunk: &[u8]| Active::out(produced, hash, len, bad, sink, chunk);
+        match method {
             Method::Fill => {
-                let block = [rec.arg() as u8; BLOCK];
+                let block = [arg as u8; BLOCK];
                 let mut left = len;
                 while left > 0 {
                     let n = left.min(BLOCK as u64) as usize;
@@ -157,21 +377,14 @@ impl SliceDecoder {
                     left -= n as u64;
                 }
             }
-            Method::Raw => {
-                if payload.len() as u64 != len {
-                    return Err(bad);
-                }
-                out(payload)?;
-            }
-            Method::Zstd => self.zstd(slice, window_log, payload, Ok(len), &mut out)?,
             Method::Copy => {
                 let base = base.ok_or(Error::BaseRequired)?;
-                let end = rec.arg().checked_add(len).ok_or(bad)?;
+                let end = arg.checked_add(len).ok_or(bad)?;
                 if end > base.len() {
                     return Err(bad);
                 }
                 let mut block = [0u8; BLOCK];
-                let mut at = rec.arg();
+                let mut at = arg;
                 while at < end {
                     let n = (end - at).min(BLOCK as u64) as usize;
                     let b = block.get_mut(..n).ok_or(bad)?;
@@ -180,92 +393,285 @@ impl SliceDecoder {
                     at += n as u64;
                 }
             }
-            Method::Patch => {
-                let base = base.ok_or(Error::BaseRequired)?;
-                let mut p = PatchDecoder::new(slice, len, base.len());
-                let max_stream = crate::patch::MAX_STREAM_FACTOR * len;
-                self.zstd(slice, window_log, payload, Err(max_stream), &mut |c| {
-                    p.feed(c, base, &mut out)
-                })?;
-                p.finish()?;
+            Method::Raw => {}
+            Method::Zstd | Method::Patch => {
+                #[cfg(feature = "zstd")]
+                if a.frame != Frame::Done || !self.pending.is_empty() {
+                    return Err(bad); // a short frame
+                }
+                if let Some(p) = &a.patch {
+                    p.finish()?;
+                } else if method == Method::Patch {
+                    return Err(bad);
+                }
             }
         }
-        if produced != len {
+        if a.produced != len {
             return Err(bad);
         }
-        let slice_digest: [u8; 32] = hash.finalize().into();
-        if slice_digest != rec.slice_sha256() {
+        let slice_digest: [u8; 32] = a.hash.finalize().into();
+        if slice_digest != a.slice_sha256 {
             return Err(Error::SliceDigest { slice });
         }
         Ok(())
     }
 
-    /// Decodes one zstd frame, passing the output in pieces to `sink`. The frame must declare
-    /// a content size of exactly `Ok(n)`, or at most `Err(max)`.
+    /// Feeds zstd frame bytes (a zstd slice's content, or a patch's op stream). Whole units (the
+    /// frame header, then one block at a time) go to ruzstd straight from `input`; a unit cut by
+    /// a segment boundary is gathered in `pending` first, which its header bounds before any
+    /// byte is kept.
     #[cfg(feature = "zstd")]
-    fn zstd(
+    fn zstd_feed(
         &mut self,
-        slice: u32,
-        window_log: u8,
-        payload: &[u8],
-        content_size: core::result::Result<u64, u64>,
+        mut input: &[u8],
+        mut base: Option<&mut dyn BaseImage>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        use ruzstd::decoding::errors::{FrameDecoderError, FrameHeaderError};
-        use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
-        use ruzstd::io::Read;
-
-        let bad = Error::Decode { slice };
-        if window_log == 0 {
-            return Err(Error::MethodNotAllowed {
-                slice,
-                method: Method::Zstd as u8,
-            });
-        }
-        // Frame header descriptor (byte 4, after the magic): the reserved bit must be clear, no
-        // dictionary, and the content size must be declared (as libzstd requires of the same
-        // frame); ruzstd itself is more lenient.
-        let fhd = payload.get(4).copied().ok_or(bad)?;
-        let content_size_present = fhd >> 6 != 0 || fhd & 0x20 != 0;
-        if fhd & 0x08 != 0 || fhd & 0x03 != 0 || !content_size_present {
-            return Err(bad);
-        }
-        let dec = self.zstd.get_or_insert_with(FrameDecoder::new);
-        dec.set_max_window_size(1u64 << window_log.min(31));
-        let mut src = payload;
-        dec.reset(&mut src).map_err(|e| match e {
-            // ruzstd refuses a Window_Descriptor at or above its own cap (0xFF) before it
-            // compares the window with ours: that window is too large all the same.
-            FrameDecoderError::WindowSizeTooBig { .. }
-            | FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig { .. }) => {
-                Error::WindowTooLarge { slice }
-            }
-            _ => bad,
+        let SliceDecoder {
+            zstd,
+            pending,
+            active,
+        } = self;
+        let a = active.as_mut().ok_or(Error::WrongState {
+            what: "no slice begun",
         })?;
-        let ok = match content_size {
-            Ok(exact) => dec.content_size() == exact,
-            Err(max) => dec.content_size() <= max,
-        };
-        if !ok {
-            return Err(bad);
-        }
-        // The frame's Block_Maximum_Size: min(Window_Size, 128 KiB). Window_Size is the
-        // content size for a single-segment frame, else from the Window_Descriptor (byte 5).
-        let window = if fhd & 0x20 != 0 {
-            dec.content_size()
-        } else {
-            let wd = payload.get(5).copied().ok_or(bad)?;
-            let base = 1u64 << (10 + (wd >> 3));
-            base + base / 8 * u64::from(wd & 7)
-        };
-        check_blocks(src, window.min(128 * 1024)).ok_or(bad)?;
-        let declared = dec.content_size();
-        let mut produced = 0u64;
-        let mut chunk = [0u8; 1024];
+        let bad = a.bad();
+        let dec = zstd.as_mut().ok_or(bad)?;
         loop {
+            if a.frame == Frame::Done {
+                if input.is_empty() && pending.is_empty() {
+                    return Ok(());
+                }
+                return Err(bad); // bytes after the frame
+            }
+            if pending.is_empty() {
+                match unit_len(a, input)? {
+                    Some(n) if n <= input.len() => {
+                        let (unit, rest) = input.split_at(n);
+                        decode_unit(dec, a, unit, base.as_mut().map(|b| &mut **b as _), sink)?;
+                        input = rest;
+                    }
+                    _ => {
+                        // An incomplete unit: shorter than its header says, and its header
+                        // was bounded, so `pending` stays within one block.
+                        pending.try_reserve_exact(input.len()).map_err(|_| bad)?;
+                        pending.extend_from_slice(input);
+                        return Ok(());
+                    }
+                }
+            } else {
+                let probe = if a.frame == Frame::Header {
+                    FRAME_PROBE
+                } else {
+                    BLOCK_HEADER
+                };
+                let need = unit_len(a, pending)?.unwrap_or(probe);
+                let take = need.saturating_sub(pending.len()).min(input.len());
+                let (head, rest) = input.split_at(take);
+                pending.try_reserve_exact(take).map_err(|_| bad)?;
+                pending.extend_from_slice(head);
+                input = rest;
+                if pending.len() < need {
+                    return Ok(()); // all input taken; the unit waits for the next segment
+                }
+                if let Some(n) = unit_len(a, pending)? {
+                    if pending.len() == n {
+                        decode_unit(dec, a, pending, base.as_mut().map(|b| &mut **b as _), sink)?;
+                        pending.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    fn zstd_feed(
+        &mut self,
+        _: &[u8],
+        _: Option<&mut dyn BaseImage>,
+        _: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let slice = self.active.as_ref().map_or(0, |a| a.slice);
+        Err(Error::CodecUnavailable { slice })
+    }
+}
+
+/// A ruzstd decoder whose ring buffer already holds the window plus a block: ruzstd sizes it
+/// to the first frame's window and doubles it (keeping the old buffer while it copies) when a
+/// block does not fit, so without this the first slice would briefly need about 3x the window.
+/// Resetting it twice with a header that declares twice the window allocates that size once.
+#[cfg(feature = "zstd")]
+fn primed_decoder(window_log: u8, block_log: u8) -> ruzstd::decoding::FrameDecoder {
+    let mut dec = ruzstd::decoding::FrameDecoder::new();
+    if !(MIN_WINDOW_LOG..=30).contains(&window_log) {
+        return dec;
+    }
+    let block = match block_log {
+        0 => MAX_BLOCK.min(1 << window_log),
+        b => 1u64 << b.min(17),
+    };
+    // The smallest power of two that holds the window and one block.
+    let ring = ((1u64 << window_log) + block).next_power_of_two();
+    let exponent = ring.trailing_zeros().saturating_sub(10);
+    let header = [0x28, 0xB5, 0x2F, 0xFD, 0x00, (exponent as u8) << 3];
+    dec.set_max_window_size(ring);
+    // The first reset creates the state, the second reserves its ring buffer. If either
+    // fails, the decoder simply grows on demand later.
+    let _ = dec.reset(&mut &header[..]);
+    let _ = dec.reset(&mut &header[..]);
+    dec
+}
+
+/// The length of the next zstd unit at the start of `buf` (the frame header, or a block with
+/// its header and, for the last block, the checksum that follows), once `buf` holds enough of
+/// it to tell; `None` before that. Checks what it reads: the frame header's descriptor, and
+/// a block's size against the frame's largest block.
+#[cfg(feature = "zstd")]
+fn unit_len(a: &Active, buf: &[u8]) -> Result<Option<usize>> {
+    let bad = a.bad();
+    match a.frame {
+        Frame::Header => {
+            let Some(&[m0, m1, m2, m3, fhd]) = buf.get(..FRAME_PROBE) else {
+                return Ok(None);
+            };
+            if [m0, m1, m2, m3] != [0x28, 0xB5, 0x2F, 0xFD] {
+                return Err(bad); // not a zstd frame (a skippable frame included)
+            }
+            // The reserved bit must be clear, no dictionary, and the content size must be
+            // declared (as libzstd requires of the same frame); ruzstd itself is more lenient.
+            let single = fhd & 0x20 != 0;
+            let content_size_present = fhd >> 6 != 0 || single;
+            if fhd & 0x08 != 0 || fhd & 0x03 != 0 || !content_size_present {
+                return Err(bad);
+            }
+            let fcs = match fhd >> 6 {
+                0 => 1, // single segment
+                1 => 2,
+                2 => 4,
+                _ => 8,
+            };
+            Ok(Some(FRAME_PROBE + usize::from(!single) + fcs))
+        }
+        Frame::Blocks {
+            max_block,
+            checksum,
+            ..
+        } => {
+            let Some(&[h0, h1, h2]) = buf.get(..BLOCK_HEADER) else {
+                return Ok(None);
+            };
+            let header = u32::from(h0) | u32::from(h1) << 8 | u32::from(h2) << 16;
+            let size = u64::from(header >> 3);
+            if size > max_block {
+                return Err(bad);
+            }
+            let stored = match (header >> 1) & 3 {
+                0 | 2 => size, // raw, compressed
+                1 => 1,        // RLE
+                _ => return Err(bad),
+            };
+            let last = header & 1 != 0;
+            let tail = if last && checksum { 4 } else { 0 };
+            let n = BLOCK_HEADER as u64 + stored + tail;
+            Ok(Some(usize::try_from(n).map_err(|_| bad)?))
+        }
+        Frame::Done => Err(bad),
+    }
+}
+
+/// Decodes one whole unit (see [`unit_len`]) and passes what it produced on: to the patch
+/// decoder for a patch slice, else to the slice's output.
+#[cfg(feature = "zstd")]
+fn decode_unit(
+    dec: &mut ruzstd::decoding::FrameDecoder,
+    a: &mut Active,
+    unit: &[u8],
+    base: Option<&mut dyn BaseImage>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    use ruzstd::decoding::errors::{FrameDecoderError, FrameHeaderError};
+    use ruzstd::decoding::BlockDecodingStrategy;
+    use ruzstd::io::Read;
+
+    let slice = a.slice;
+    let bad = a.bad();
+    let mut src = unit;
+    match a.frame {
+        Frame::Header => {
+            if a.window_log == 0 {
+                return Err(Error::MethodNotAllowed {
+                    slice,
+                    method: a.method as u8,
+                });
+            }
+            dec.set_max_window_size(1u64 << a.window_log.min(31));
+            dec.reset(&mut src).map_err(|e| match e {
+                // ruzstd refuses a Window_Descriptor at or above its own cap (0xFF) before it
+                // compares the window with ours: that window is too large all the same.
+                FrameDecoderError::WindowSizeTooBig { .. }
+                | FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig { .. }) => {
+                    Error::WindowTooLarge { slice }
+                }
+                _ => bad,
+            })?;
+            if !src.is_empty() {
+                return Err(bad);
+            }
+            let declared = dec.content_size();
+            // A zstd slice declares exactly its length; a patch's op stream is bounded.
+            let ok = if a.method == Method::Zstd {
+                declared == a.len
+            } else {
+                declared <= crate::patch::MAX_STREAM_FACTOR * a.len
+            };
+            if !ok {
+                return Err(bad);
+            }
+            // The frame's Block_Maximum_Size: min(Window_Size, 128 KiB), and the manifest's
+            // zstd_block_log when set. Window_Size is the content size for a single-segment
+            // frame, else from the Window_Descriptor (byte 5).
+            let fhd = unit.get(4).copied().ok_or(bad)?;
+            let window = if fhd & 0x20 != 0 {
+                declared
+            } else {
+                let wd = unit.get(5).copied().ok_or(bad)?;
+                let base = 1u64 << (10 + (wd >> 3));
+                base + base / 8 * u64::from(wd & 7)
+            };
+            let mut max_block = window.min(MAX_BLOCK);
+            if a.block_log != 0 {
+                max_block = max_block.min(1 << a.block_log);
+            }
+            a.frame = Frame::Blocks {
+                max_block,
+                declared,
+                produced: 0,
+                checksum: fhd & 0x04 != 0,
+            };
+            Ok(())
+        }
+        Frame::Blocks {
+            max_block,
+            declared,
+            mut produced,
+            checksum,
+        } => {
+            // What ruzstd would allocate for before it checks it: a compressed block's
+            // literals and sequence count (its size was checked by `unit_len`).
+            let h0 = unit.first().copied().ok_or(bad)?;
+            if (h0 >> 1) & 3 == 2 {
+                let body = unit.get(BLOCK_HEADER..).ok_or(bad)?;
+                check_compressed_block(body, max_block).ok_or(bad)?;
+            }
+            let last = h0 & 1 != 0;
             let finished = dec
                 .decode_blocks(&mut src, BlockDecodingStrategy::UptoBlocks(1))
                 .map_err(|_| bad)?;
+            if !src.is_empty() || finished != last {
+                return Err(bad);
+            }
+            let mut base = base;
+            let mut chunk = [0u8; 1024];
             loop {
                 let n = dec.read(&mut chunk).map_err(|_| bad)?;
                 if n == 0 {
@@ -275,68 +681,46 @@ impl SliceDecoder {
                 if produced > declared {
                     return Err(bad); // more than the frame declared
                 }
-                sink(chunk.get(..n).unwrap_or(&[]))?;
+                let piece = chunk.get(..n).unwrap_or(&[]);
+                let Active {
+                    produced: out_produced,
+                    hash,
+                    len,
+                    patch,
+                    method,
+                    ..
+                } = &mut *a;
+                let len = *len;
+                let mut out = |c: &[u8]| Active::out(out_produced, hash, len, bad, sink, c);
+                if *method == Method::Patch {
+                    let base = base.as_mut().ok_or(Error::BaseRequired)?;
+                    let p = patch.get_or_insert_with(|| PatchDecoder::new(slice, len, base.len()));
+                    p.feed(piece, &mut **base, &mut out)?;
+                } else {
+                    out(piece)?;
+                }
             }
             if finished {
-                break;
+                if produced != declared {
+                    return Err(bad); // a short frame
+                }
+                if let Some(declared) = dec.get_checksum_from_data() {
+                    if dec.get_calculated_checksum() != Some(declared) {
+                        return Err(bad);
+                    }
+                }
+                a.frame = Frame::Done;
+            } else {
+                a.frame = Frame::Blocks {
+                    max_block,
+                    declared,
+                    produced,
+                    checksum,
+                };
             }
+            Ok(())
         }
-        if !src.is_empty() || produced != declared {
-            return Err(bad); // trailing bytes after the frame, or a short frame
-        }
-        if let Some(declared) = dec.get_checksum_from_data() {
-            if dec.get_calculated_checksum() != Some(declared) {
-                return Err(bad);
-            }
-        }
-        Ok(())
-    }
-
-    #[cfg(not(feature = "zstd"))]
-    fn zstd(
-        &mut self,
-        slice: u32,
-        _: u8,
-        _: &[u8],
-        _: core::result::Result<u64, u64>,
-        _: &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        Err(Error::CodecUnavailable { slice })
-    }
-}
-
-/// Walks a zstd frame's blocks (`blocks`: the bytes after the frame header) and checks what
-/// ruzstd would otherwise allocate for before it checks it: no block is larger than the frame's
-/// Block_Maximum_Size `max` (RFC 8878 §3.1.1.2), neither its Block_Size (for RLE, the size it
-/// decodes to) nor a compressed block's literals (Regenerated_Size), and a compressed block has
-/// no more sequences than fit in `max` bytes (each decodes to at least 3). libzstd refuses all
-/// of these frames too; ruzstd, given one, allocated up to about 2 MiB whatever the window (a
-/// 5-byte block of 2^20 RLE literals, a 6-byte block announcing 98047 sequences). Allocates
-/// nothing; `None` means the frame is refused.
-#[cfg(feature = "zstd")]
-fn check_blocks(mut blocks: &[u8], max: u64) -> Option<()> {
-    loop {
-        let (&[h0, h1, h2], body) = (blocks.get(..3)?, blocks.get(3..)?) else {
-            return None;
-        };
-        let header = u32::from(h0) | u32::from(h1) << 8 | u32::from(h2) << 16;
-        let size = u64::from(header >> 3);
-        if size > max {
-            return None;
-        }
-        let stored = match (header >> 1) & 3 {
-            0 => size, // raw
-            1 => 1,    // RLE
-            2 => {
-                check_compressed_block(body.get(..usize::try_from(size).ok()?)?, max)?;
-                size
-            }
-            _ => return None, // reserved
-        };
-        blocks = body.get(usize::try_from(stored).ok()?..)?;
-        if header & 1 != 0 {
-            return Some(()); // the last block
-        }
+        Frame::Done => Err(bad),
     }
 }
 

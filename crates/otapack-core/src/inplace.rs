@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 pub struct Buffers<'b> {
     /// At least 32 + `manifest_len`.
     pub manifest: &'b mut [u8],
-    /// At least the largest slice payload, and at least `read`'s length.
+    /// At least the largest payload segment ([`crate::apply::Applier::payload_buffer_len`]).
     pub payload: &'b mut [u8],
     /// A non-zero multiple of every area's `WRITE_SIZE`.
     pub write: &'b mut [u8],
@@ -377,22 +377,27 @@ fn apply_staged<F: NorFlash, G: NorFlash, C: NorFlash, S: NorFlash>(
         let len = u64::from(m.slice_len(k));
         let start = u64::from(k) * size;
         if j.is_multiple_of(2) {
-            // Part 1: decode into the scratch.
-            let payload =
-                payload_buf
-                    .get_mut(..r.payload_len() as usize)
-                    .ok_or(Error::BufferTooSmall {
-                        needed: u64::from(r.payload_len()),
-                    })?;
-            read_stage(
-                stage,
-                payload_start + u64::from(r.payload_offset()),
-                payload,
-            )?;
+            // Part 1: decode into the scratch, one payload segment at a time.
             let base_len = m.base_size();
             let mut base = FlashBase::new(slot, base_len)?;
             let mut out = FlashOut::default();
-            decoder.decode_to(&m, &r, payload, Some(&mut base), &mut |chunk| {
+            decoder.begin(&m, &r)?;
+            let mut at = payload_start + u64::from(r.payload_offset());
+            loop {
+                let n = decoder.next_segment_len();
+                if n == 0 {
+                    break;
+                }
+                let segment = payload_buf
+                    .get_mut(..n)
+                    .ok_or(Error::BufferTooSmall { needed: n as u64 })?;
+                read_stage(stage, at, segment)?;
+                decoder.feed_segment(segment, Some(&mut base), &mut |chunk| {
+                    out.put(scratch, write_buf, chunk)
+                })?;
+                at += n as u64;
+            }
+            decoder.end(Some(&mut base), &mut |chunk| {
                 out.put(scratch, write_buf, chunk)
             })?;
             out.flush(scratch, write_buf, m.erase_value())?;

@@ -11,7 +11,7 @@ use otapack_core::verify::Policy;
 use otapack_core::wire::header::HeaderRepr;
 use otapack_core::wire::manifest::{
     in_place_window, Kind, ManifestRepr, MAX_SLICE_LOG2, MIN_SLICE_LOG2, MIN_WINDOW_LOG,
-    SHA256_EMPTY,
+    SEGMENT_LINK_LEN, SHA256_EMPTY,
 };
 use otapack_core::wire::sigblock::{self, SignatureEntry, MAX_SIGNATURES};
 use otapack_core::wire::slice::{Method, SliceRepr};
@@ -34,6 +34,12 @@ pub struct BuildOptions {
     pub zstd_level: i32,
     /// Largest zstd window a device must provide (log2; clamped to the slice size).
     pub zstd_window_log: u8,
+    /// 0, or the log2 of the most bytes a zstd block may decode to (10..=17, at most the
+    /// window): smaller blocks bound the decoder's block buffers.
+    pub zstd_block_log: u8,
+    /// 0, or the log2 of the payload segment size: payloads longer than that are cut into
+    /// hash-chained segments, so a device buffers one segment, not one payload.
+    pub segment_log: u8,
     pub software_version: String,
     pub software_type: Option<String>,
     pub hardware_versions: Vec<String>,
@@ -50,6 +56,8 @@ impl BuildOptions {
             slice_log2: DEFAULT_SLICE_LOG2,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             zstd_window_log: DEFAULT_WINDOW_LOG,
+            zstd_block_log: 0,
+            segment_log: 0,
             software_version: software_version.into(),
             software_type: None,
             hardware_versions: Vec::new(),
@@ -60,10 +68,28 @@ impl BuildOptions {
         }
     }
 
+    /// The zstd block log actually written: 0, or clamped to the window.
+    pub(crate) fn block_log(&self) -> u8 {
+        match self.zstd_block_log {
+            0 => 0,
+            b => b.min(self.zstd_window_log.min(self.slice_log2)).min(17),
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if !(MIN_SLICE_LOG2..=MAX_SLICE_LOG2).contains(&self.slice_log2) {
             return Err(Error::Invalid(
                 "slice size must be a power of two from 4KiB to 1MiB".into(),
+            ));
+        }
+        if self.zstd_block_log != 0 && self.zstd_block_log < 10 {
+            return Err(Error::Invalid(
+                "zstd block size must be at least 1KiB (log 10)".into(),
+            ));
+        }
+        if self.segment_log != 0 && !(10..=self.slice_log2).contains(&self.segment_log) {
+            return Err(Error::Invalid(
+                "payload segment size must be from 1KiB to the slice size".into(),
             ));
         }
         if self.zstd_window_log < MIN_WINDOW_LOG {
@@ -109,7 +135,7 @@ pub(crate) struct Encoded {
     slice_sha256: [u8; 32],
 }
 
-fn encode_slice(data: &[u8], level: i32, window_log: u8) -> Result<Encoded> {
+fn encode_slice(data: &[u8], level: i32, window_log: u8, block_log: u8) -> Result<Encoded> {
     let slice_sha256 = Sha256::digest(data).into();
     if let Some(&b) = data.first() {
         if data.iter().all(|&x| x == b) {
@@ -121,7 +147,7 @@ fn encode_slice(data: &[u8], level: i32, window_log: u8) -> Result<Encoded> {
             });
         }
     }
-    let compressed = zstd_compress(data, level, window_log)?;
+    let compressed = zstd_compress(data, level, window_log, block_log)?;
     Ok(if compressed.len() < data.len() {
         Encoded {
             method: Method::Zstd,
@@ -141,7 +167,12 @@ fn encode_slice(data: &[u8], level: i32, window_log: u8) -> Result<Encoded> {
 
 /// One zstd frame with the window capped, the content size recorded, and no checksum (the
 /// slice's SHA-256 covers it) or dictionary id.
-pub(crate) fn zstd_compress(data: &[u8], level: i32, window_log: u8) -> Result<Vec<u8>> {
+pub(crate) fn zstd_compress(
+    data: &[u8],
+    level: i32,
+    window_log: u8,
+    block_log: u8,
+) -> Result<Vec<u8>> {
     use zstd::zstd_safe::CParameter;
     let fail = |e: std::io::Error| Error::Invalid(format!("zstd: {e}"));
     let mut c = zstd::bulk::Compressor::new(level).map_err(fail)?;
@@ -153,6 +184,10 @@ pub(crate) fn zstd_compress(data: &[u8], level: i32, window_log: u8) -> Result<V
         .map_err(fail)?;
     c.set_parameter(CParameter::DictIdFlag(false))
         .map_err(fail)?;
+    if block_log != 0 {
+        c.set_parameter(CParameter::MaxBlockSize(1 << block_log))
+            .map_err(fail)?;
+    }
     c.compress(data).map_err(fail)
 }
 
@@ -164,7 +199,7 @@ pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> R
     let encoded: Vec<Encoded> = image
         .data
         .par_chunks(slice_size)
-        .map(|s| encode_slice(s, opts.zstd_level, window_log))
+        .map(|s| encode_slice(s, opts.zstd_level, window_log, opts.block_log()))
         .collect::<Result<_>>()?;
     package(image, None, Kind::Full, false, encoded, opts, keys)
 }
@@ -220,7 +255,7 @@ fn encode_delta_slice(
 ) -> Result<Encoded> {
     let slice_size = 1usize << opts.slice_log2;
     let window_log = opts.zstd_window_log.min(opts.slice_log2);
-    let mut best = encode_slice(s, opts.zstd_level, window_log)?;
+    let mut best = encode_slice(s, opts.zstd_level, window_log, opts.block_log())?;
     if best.method == Method::Fill {
         return Ok(best);
     }
@@ -234,7 +269,7 @@ fn encode_delta_slice(
         });
     }
     if let Some(stream) = crate::delta::patch_stream(old, new, start, s.len(), matches) {
-        let payload = zstd_compress(&stream, opts.zstd_level, window_log)?;
+        let payload = zstd_compress(&stream, opts.zstd_level, window_log, opts.block_log())?;
         if payload.len() < best.payload.len()
             && crate::delta::patch_rebuilds(old, &payload, s, window)
         {
@@ -359,6 +394,38 @@ fn encode_in_place(
         .collect()
 }
 
+/// A payload holding `data`, cut into hash-chained segments of `segment` bytes when it is
+/// longer than that (0: never), and the SHA-256 the slice record names: that of the first
+/// segment. Every segment but the last is `segment` bytes: its data, then the SHA-256 of the
+/// next segment. A device can so check each segment on its own before decoding it.
+pub fn segment_payload(data: &[u8], segment: usize) -> (Vec<u8>, [u8; 32]) {
+    if data.is_empty() {
+        return (Vec::new(), SHA256_EMPTY);
+    }
+    if segment <= SEGMENT_LINK_LEN as usize || data.len() <= segment {
+        return (data.to_vec(), Sha256::digest(data).into());
+    }
+    let per = segment - SEGMENT_LINK_LEN as usize;
+    let mut pieces = Vec::new();
+    let mut rest = data;
+    while rest.len() > segment {
+        let (piece, tail) = rest.split_at(per);
+        pieces.push(piece);
+        rest = tail;
+    }
+    // Built back to front: each segment carries the digest of the one after it.
+    let mut segments = vec![rest.to_vec()];
+    let mut next: [u8; 32] = Sha256::digest(rest).into();
+    for piece in pieces.iter().rev() {
+        let mut seg = piece.to_vec();
+        seg.extend_from_slice(&next);
+        next = Sha256::digest(&seg).into();
+        segments.push(seg);
+    }
+    segments.reverse();
+    (segments.concat(), next)
+}
+
 /// Hashes, lays out, signs and assembles encoded slices.
 fn package(
     image: &Image,
@@ -371,24 +438,26 @@ fn package(
 ) -> Result<Vec<u8>> {
     let window_log = opts.zstd_window_log.min(opts.slice_log2);
 
+    let segment = match opts.segment_log {
+        0 => 0,
+        n => 1usize << n,
+    };
     let mut slices = Vec::with_capacity(encoded.len());
     let mut payloads = Vec::new();
     for (i, e) in encoded.iter().enumerate() {
+        let (payload, payload_sha256) = segment_payload(&e.payload, segment);
         slices.push(SliceRepr {
             index: i as u32,
             method: e.method,
             payload_offset: u32::try_from(payloads.len())
                 .map_err(|_| Error::Invalid("package would exceed 4 GiB".into()))?,
-            payload_len: e.payload.len() as u32,
+            payload_len: u32::try_from(payload.len())
+                .map_err(|_| Error::Invalid("payload would exceed 4 GiB".into()))?,
             arg: e.arg,
-            payload_sha256: if e.payload.is_empty() {
-                SHA256_EMPTY
-            } else {
-                Sha256::digest(&e.payload).into()
-            },
+            payload_sha256,
             slice_sha256: e.slice_sha256,
         });
-        payloads.extend_from_slice(&e.payload);
+        payloads.extend_from_slice(&payload);
     }
     let any_zstd = slices
         .iter()
@@ -398,6 +467,9 @@ fn package(
         erase_value: opts.erase_value,
         slice_log2: opts.slice_log2,
         zstd_window_log: if any_zstd { window_log } else { 0 },
+        zstd_block_log: if any_zstd { opts.block_log() } else { 0 },
+        segment_log: opts.segment_log,
+        device_ram: 0,
         security_counter: opts.security_counter,
         created: opts.created,
         expires: opts.expires,

@@ -170,6 +170,9 @@ fn manifest(
         base_size: base.map_or(0, |b| b.len() as u64),
         base_sha256: base.map_or([0; 32], sha),
         apply_descending: false,
+        zstd_block_log: 0,
+        segment_log: 0,
+        device_ram: 0,
         software_version: "6.6.6".into(),
         software_type: None,
         hardware_versions: vec![],
@@ -192,12 +195,15 @@ fn emit(m: &ManifestRepr) -> Vec<u8> {
     for h in &m.hardware_versions {
         tlv::emit(&mut tlvs, tlv::HARDWARE_VERSION, h.as_bytes());
     }
-    let mut b = vec![0u8; field::RESERVED.end];
+    let mut b = vec![0u8; field::DEVICE_RAM + 4];
     set(&mut b, field::FORMAT_VERSION, &1u16.to_le_bytes());
     b[field::KIND] = m.kind as u8;
     b[field::ERASE_VALUE] = m.erase_value;
     b[field::SLICE_LOG2] = m.slice_log2;
     b[field::ZSTD_WINDOW_LOG] = m.zstd_window_log;
+    b[field::ZSTD_BLOCK_LOG] = m.zstd_block_log;
+    b[field::SEGMENT_LOG] = m.segment_log;
+    set(&mut b, field::DEVICE_RAM, &m.device_ram.to_le_bytes());
     set(
         &mut b,
         field::SLICE_COUNT,

@@ -21,7 +21,10 @@
 //! | 56     | 32   | image_sha256     | SHA-256 of the whole target image                  |
 //! | 88     | 8    | base_size        | delta kinds: size of the base image; full: 0       |
 //! | 96     | 32   | base_sha256      | delta kinds: SHA-256 of the base image; full: 0    |
-//! | 128    | 8    | reserved         | 0                                                  |
+//! | 128    | 1    | zstd_block_log   | 0 = RFC 8878's limit; else 10..=17, ≤ zstd_window_log: every zstd block decodes to at most 2^n bytes |
+//! | 129    | 1    | segment_log      | 0 = one digest per payload; else 10..=slice_log2: longer payloads are hash-chained segments of 2^n bytes |
+//! | 130    | 2    | reserved         | 0                                                  |
+//! | 132    | 4    | device_ram       | RAM (bytes) the builder computed for otapack-core's applier; 0 = not stated; informational |
 
 use super::slice::{Method, SliceRecord, RECORD_LEN};
 use super::tlv::{self, TlvIter};
@@ -33,6 +36,13 @@ pub const FIXED_LEN: usize = 136;
 pub const MIN_SLICE_LOG2: u8 = 12;
 pub const MAX_SLICE_LOG2: u8 = 20;
 pub const MIN_WINDOW_LOG: u8 = 10;
+/// The smallest and largest `zstd_block_log` (1 KiB, and RFC 8878's 128 KiB block limit).
+pub const MIN_BLOCK_LOG: u8 = 10;
+pub const MAX_BLOCK_LOG: u8 = 17;
+/// The smallest `segment_log` (1 KiB segments).
+pub const MIN_SEGMENT_LOG: u8 = 10;
+/// Bytes of the link (the next segment's SHA-256) that ends every segment but the last.
+pub const SEGMENT_LINK_LEN: u64 = 32;
 pub const MAX_IMAGE_SIZE: u64 = u32::MAX as u64;
 
 /// Manifest `flags` bit 0: an in-place delta (kind 2) is applied from the last slice to the
@@ -63,7 +73,34 @@ pub mod field {
     pub const IMAGE_SHA256: usize = 56;
     pub const BASE_SIZE: usize = 88;
     pub const BASE_SHA256: usize = 96;
-    pub const RESERVED: Range<usize> = 128..136;
+    pub const ZSTD_BLOCK_LOG: usize = 128;
+    pub const SEGMENT_LOG: usize = 129;
+    pub const RESERVED: Range<usize> = 130..132;
+    pub const DEVICE_RAM: usize = 132;
+}
+
+/// The bytes of data (decoder input) in a payload of `payload_len` bytes cut into segments of
+/// `segment` bytes (0: not segmented). A payload longer than `segment` is a chain: every segment
+/// but the last is exactly `segment` bytes, its data then the SHA-256 of the next segment; the
+/// last holds the remaining bytes (at most `segment`), all data.
+pub fn segmented_data_len(payload_len: u64, segment: u64) -> u64 {
+    if segment == 0 || payload_len <= segment {
+        return payload_len;
+    }
+    let links = payload_len.div_ceil(segment) - 1;
+    payload_len - links * SEGMENT_LINK_LEN
+}
+
+/// The payload length that carries `data_len` bytes of data in segments of `segment` bytes
+/// (0: not segmented); the inverse of [`segmented_data_len`].
+pub fn segmented_payload_len(data_len: u64, segment: u64) -> u64 {
+    if segment <= SEGMENT_LINK_LEN || data_len <= segment {
+        return data_len;
+    }
+    // Every linked segment carries `segment - 32` data bytes; the last carries the rest.
+    let per = segment - SEGMENT_LINK_LEN;
+    let links = (data_len - segment).div_ceil(per);
+    data_len + links * SEGMENT_LINK_LEN
 }
 
 /// What the package rebuilds the image from.
@@ -177,6 +214,18 @@ impl<'a> Manifest<'a> {
                 what: "zstd_window_log outside 10..=slice_log2",
             });
         }
+        let blog = m.zstd_block_log();
+        if blog != 0 && (wlog == 0 || !(MIN_BLOCK_LOG..=MAX_BLOCK_LOG.min(wlog)).contains(&blog)) {
+            return Err(Error::Malformed {
+                what: "zstd_block_log outside 10..=min(17, zstd_window_log)",
+            });
+        }
+        let slog = m.segment_log();
+        if slog != 0 && !(MIN_SEGMENT_LOG..=log2).contains(&slog) {
+            return Err(Error::Malformed {
+                what: "segment_log outside 10..=slice_log2",
+            });
+        }
         let flags = m.flags();
         if flags & !FLAG_APPLY_DESCENDING != 0 || !all_zero(buf, field::RESERVED) {
             return Err(Error::Malformed {
@@ -257,6 +306,8 @@ impl<'a> Manifest<'a> {
                 });
             }
             let len = rec.payload_len();
+            let data = self.data_len(&rec);
+            let single = data == u64::from(len);
             let slice_len = self.slice_len(i);
             let not_allowed = Error::MethodNotAllowed {
                 slice: i,
@@ -267,13 +318,15 @@ impl<'a> Manifest<'a> {
                     len == 0 && rec.arg() <= 0xFF && rec.payload_sha256() == SHA256_EMPTY
                 }
                 Method::Raw => {
-                    len == slice_len && rec.arg() == 0 && rec.payload_sha256() == rec.slice_sha256()
+                    data == u64::from(slice_len)
+                        && rec.arg() == 0
+                        && (!single || rec.payload_sha256() == rec.slice_sha256())
                 }
                 Method::Zstd => {
                     if self.zstd_window_log() == 0 {
                         return Err(not_allowed);
                     }
-                    len > 0 && len < slice_len && rec.arg() == 0
+                    data > 0 && data < u64::from(slice_len) && rec.arg() == 0
                 }
                 Method::Copy | Method::Patch if self.kind() == Kind::Full => {
                     return Err(not_allowed)
@@ -290,7 +343,9 @@ impl<'a> Manifest<'a> {
                     if self.zstd_window_log() == 0 {
                         return Err(not_allowed);
                     }
-                    len > 0 && len < slice_len && rec.arg() == crate::patch::PATCH_FORMAT_1
+                    data > 0
+                        && data < u64::from(slice_len)
+                        && rec.arg() == crate::patch::PATCH_FORMAT_1
                 }
             };
             if !ok {
@@ -361,6 +416,31 @@ impl<'a> Manifest<'a> {
         self.buf.get(field::ZSTD_WINDOW_LOG).copied().unwrap_or(0)
     }
     /// The raw `flags` field (checked at construction: at most [`FLAG_APPLY_DESCENDING`]).
+    /// 0, or the log2 of the most bytes any zstd block of this package decodes to (§6.3).
+    pub fn zstd_block_log(&self) -> u8 {
+        self.buf.get(field::ZSTD_BLOCK_LOG).copied().unwrap_or(0)
+    }
+    /// 0, or the log2 of the payload segment size (§5.5).
+    pub fn segment_log(&self) -> u8 {
+        self.buf.get(field::SEGMENT_LOG).copied().unwrap_or(0)
+    }
+    /// The payload segment size in bytes, 0 when payloads are not segmented.
+    pub fn segment_size(&self) -> u64 {
+        match self.segment_log() {
+            0 => 0,
+            n => 1u64 << n.min(63),
+        }
+    }
+    /// Bytes of decoder input (a zstd frame, or a raw slice) in slice `rec`'s payload: its
+    /// length less the segment links.
+    pub fn data_len(&self, rec: &SliceRecord<'_>) -> u64 {
+        segmented_data_len(rec.payload_len().into(), self.segment_size())
+    }
+    /// The RAM the builder computed for otapack-core's applier, in bytes (0: not stated).
+    /// Informational: a reader does not check it.
+    pub fn device_ram(&self) -> u32 {
+        le_u32(self.buf, field::DEVICE_RAM)
+    }
     pub fn flags(&self) -> u16 {
         le_u16(self.buf, field::FLAGS.start)
     }
@@ -491,6 +571,12 @@ mod repr {
         pub erase_value: u8,
         pub slice_log2: u8,
         pub zstd_window_log: u8,
+        /// 0, or every zstd block decodes to at most 2^n bytes ([`Manifest::zstd_block_log`]).
+        pub zstd_block_log: u8,
+        /// 0, or payloads longer than 2^n bytes are hash-chained segments.
+        pub segment_log: u8,
+        /// The RAM the applier needs, as the builder computed it (0: not stated).
+        pub device_ram: u32,
         pub security_counter: u64,
         pub created: u64,
         pub expires: Option<u64>,
@@ -514,6 +600,9 @@ mod repr {
                 erase_value: m.erase_value(),
                 slice_log2: m.slice_log2(),
                 zstd_window_log: m.zstd_window_log(),
+                zstd_block_log: m.zstd_block_log(),
+                segment_log: m.segment_log(),
+                device_ram: m.device_ram(),
                 security_counter: m.security_counter(),
                 created: m.created(),
                 expires: m.expires(),
@@ -587,6 +676,9 @@ mod repr {
             put(&mut b, field::IMAGE_SHA256, &self.image_sha256);
             put(&mut b, field::BASE_SIZE, &self.base_size.to_le_bytes());
             put(&mut b, field::BASE_SHA256, &self.base_sha256);
+            put(&mut b, field::ZSTD_BLOCK_LOG, &[self.zstd_block_log]);
+            put(&mut b, field::SEGMENT_LOG, &[self.segment_log]);
+            put(&mut b, field::DEVICE_RAM, &self.device_ram.to_le_bytes());
             b.extend_from_slice(&tlvs);
             for s in &self.slices {
                 b.extend_from_slice(&s.emit());
