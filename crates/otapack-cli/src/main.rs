@@ -35,7 +35,7 @@ enum Command {
     Keygen(KeygenArgs),
     /// Build an update package from a firmware image (.bin, ELF or Intel HEX): full, or a
     /// delta against the image a device runs now (--old), two-slot or in place (--in-place).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Add a signature to an existing package (its contents are verified first).
     Sign(SignArgs),
     /// Verify signatures, manifest, every slice, the image digest and the trailer MD5.
@@ -113,6 +113,20 @@ struct BuildArgs {
     /// Largest zstd window a device must hold (power of two, 1KiB up to the slice size).
     #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
     zstd_window: u64,
+    /// Largest zstd block (decoded) a device must hold, power of two from 1KiB (default: no
+    /// limit beyond the window and zstd's 128KiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    zstd_block: Option<u64>,
+    /// Cut payloads longer than this into hash-chained segments, so a device buffers one
+    /// segment (power of two, 1KiB up to the slice size; default: one digest per payload).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    segment_size: Option<u64>,
+    /// RAM the device gives the updater, stack included: picks the zstd window, block limit
+    /// and segment size that fit (smaller costs package size), and fails if the package
+    /// cannot fit. The need is recorded in the manifest either way.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size,
+          conflicts_with_all = ["zstd_window", "zstd_block", "segment_size"])]
+    device_ram: Option<u64>,
     /// zstd compression level (1-22).
     #[arg(long, default_value_t = DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     zstd_level: i32,
@@ -378,6 +392,15 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     let mut opts = BuildOptions::new(a.software_version);
     opts.slice_log2 = log2_of(a.slice_size, "--slice-size")?;
     opts.zstd_window_log = log2_of(a.zstd_window, "--zstd-window")?;
+    if let Some(b) = a.zstd_block {
+        opts.zstd_block_log = log2_of(b, "--zstd-block")?;
+    }
+    if let Some(s) = a.segment_size {
+        opts.segment_log = log2_of(s, "--segment-size")?;
+    }
+    if let Some(budget) = a.device_ram {
+        opts.fit_device_ram(budget, img.data.len() as u64)?;
+    }
     opts.zstd_level = a.zstd_level;
     opts.software_type = a.software_type;
     opts.hardware_versions = a.hardware_version;
@@ -486,6 +509,20 @@ fn print_identity(info: &PackageInfo) {
         } else {
             format!("{} bytes", 1u64 << info.zstd_window_log)
         }
+    );
+    let pow = |log: u8| {
+        if log == 0 {
+            "-".to_string()
+        } else {
+            format!("{} bytes", 1u64 << log)
+        }
+    };
+    println!(
+        "device RAM: {} bytes recorded, {} bytes needed by otapack-core's applier (zstd block {}, payload segment {})",
+        info.device_ram,
+        info.device_ram_needed,
+        pow(info.zstd_block_log),
+        pow(info.segment_log)
     );
     println!("signed sha256 (header+manifest): {}", info.signed_sha256);
 }
@@ -734,7 +771,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(a) => keygen(a),
-        Command::Build(a) => build(a),
+        Command::Build(a) => build(*a),
         Command::Sign(a) => sign(a),
         Command::Verify(a) => verify(a),
         Command::Inspect(a) => inspect(a),

@@ -103,6 +103,21 @@ impl Progress {
     }
 }
 
+/// Bytes the payload buffer needs for this manifest: its largest payload segment (the largest
+/// payload when payloads are not segmented, [`Manifest::segment_log`]).
+pub fn payload_buffer_len(manifest: &Manifest<'_>) -> usize {
+    let segment = manifest.segment_size();
+    manifest
+        .slices()
+        .map(|r| {
+            let len = u64::from(r.payload_len());
+            let n = if segment == 0 { len } else { len.min(segment) };
+            usize::try_from(n).unwrap_or(usize::MAX)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Streams a package into a destination slot. See the module documentation.
 pub struct Applier<'a, F: NorFlash> {
     trusted: &'a [TrustedKey],
@@ -373,19 +388,9 @@ impl<'a, F: NorFlash> Applier<'a, F> {
         usize::try_from(needed).map_err(|_| Error::BufferTooSmall { needed })
     }
 
-    /// Bytes the payload buffer needs for this manifest: its largest payload segment (the
-    /// largest payload when payloads are not segmented, [`Manifest::segment_log`]).
+    /// Bytes the payload buffer needs for this manifest ([`payload_buffer_len`]).
     pub fn payload_buffer_len(manifest: &Manifest<'_>) -> usize {
-        let segment = manifest.segment_size();
-        manifest
-            .slices()
-            .map(|r| {
-                let len = u64::from(r.payload_len());
-                let n = if segment == 0 { len } else { len.min(segment) };
-                usize::try_from(n).unwrap_or(usize::MAX)
-            })
-            .max()
-            .unwrap_or(0)
+        payload_buffer_len(manifest)
     }
 
     pub fn progress(&self) -> Progress {

@@ -93,6 +93,7 @@ enum Frame {
 }
 
 /// The slice being decoded: its digests, the segment chain, and the method's own state.
+#[cfg_attr(not(feature = "zstd"), allow(dead_code))]
 struct Active {
     slice: u32,
     method: Method,

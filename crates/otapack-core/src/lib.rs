@@ -31,6 +31,7 @@ pub mod keys;
 pub mod package;
 pub mod patch;
 pub mod policy;
+pub mod ram;
 pub mod session;
 pub mod state;
 pub mod verify;

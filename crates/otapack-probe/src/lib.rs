@@ -3,6 +3,8 @@
 //!
 //! - Heap: install [`CountingAlloc`] as the binary's `#[global_allocator]`; then [`measure`]
 //!   reports the peak bytes allocated during a closure, above what was allocated before it.
+//!   A `realloc` counts the old and the new block as both live at its peak, as on a device
+//!   allocator that cannot grow a block in place.
 //!   Without it installed, the heap figure is `None`.
 //! - Stack: [`measure`] fills [`STACK_PAINT`] bytes below its frame with a pattern (the frame
 //!   of a call that returns), runs the closure at the same depth, then finds the deepest byte
@@ -43,12 +45,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         INSTALLED.store(true, SeqCst);
-        if new >= l.size() {
-            let now = CURRENT.fetch_add(new - l.size(), SeqCst) + (new - l.size());
-            PEAK.fetch_max(now, SeqCst);
-        } else {
-            CURRENT.fetch_sub(l.size() - new, SeqCst);
-        }
+        // Counted as a small-device allocator does it: a new block, a copy, then the old block
+        // freed, so both are live at the peak.
+        let before = CURRENT.fetch_add(new, SeqCst);
+        PEAK.fetch_max(before + new, SeqCst);
+        CURRENT.fetch_sub(l.size(), SeqCst);
         // SAFETY: `p` and `l` are the caller's, valid for `System` (see `alloc`).
         unsafe { System.realloc(p, l, new) }
     }

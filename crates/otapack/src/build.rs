@@ -7,10 +7,11 @@ use crate::image::Image;
 use crate::keys::SigningKey;
 use otapack_core::package::{assemble, signed_message};
 use otapack_core::patch::PATCH_FORMAT_1;
+use otapack_core::ram;
 use otapack_core::verify::Policy;
 use otapack_core::wire::header::HeaderRepr;
 use otapack_core::wire::manifest::{
-    in_place_window, Kind, ManifestRepr, MAX_SLICE_LOG2, MIN_SLICE_LOG2, MIN_WINDOW_LOG,
+    in_place_window, Kind, Manifest, ManifestRepr, MAX_SLICE_LOG2, MIN_SLICE_LOG2, MIN_WINDOW_LOG,
     SEGMENT_LINK_LEN, SHA256_EMPTY,
 };
 use otapack_core::wire::sigblock::{self, SignatureEntry, MAX_SIGNATURES};
@@ -40,6 +41,9 @@ pub struct BuildOptions {
     /// 0, or the log2 of the payload segment size: payloads longer than that are cut into
     /// hash-chained segments, so a device buffers one segment, not one payload.
     pub segment_log: u8,
+    /// The device RAM the package must fit (`otapack_core::ram`); the build fails if it needs
+    /// more. [`BuildOptions::fit_device_ram`] picks settings for a budget.
+    pub device_ram: Option<u64>,
     pub software_version: String,
     pub software_type: Option<String>,
     pub hardware_versions: Vec<String>,
@@ -58,6 +62,7 @@ impl BuildOptions {
             zstd_window_log: DEFAULT_WINDOW_LOG,
             zstd_block_log: 0,
             segment_log: 0,
+            device_ram: None,
             software_version: software_version.into(),
             software_type: None,
             hardware_versions: Vec::new(),
@@ -66,6 +71,60 @@ impl BuildOptions {
             expires: None,
             erase_value: 0xFF,
         }
+    }
+
+    /// Chooses the zstd window, the zstd block limit and the payload segment size for a device
+    /// that gives the updater `budget` bytes of RAM (stack included, see `otapack_core::ram`),
+    /// for an image of `image_len` bytes: the largest block limit that fits, then the largest
+    /// window, then the largest segment (at least 4 KiB when possible). Smaller settings cost
+    /// package size (see the README). Records `budget` so the build fails rather than exceed it.
+    pub fn fit_device_ram(&mut self, budget: u64, image_len: u64) -> Result<()> {
+        let slices = image_len.div_ceil(1 << self.slice_log2).max(1);
+        let tlv: u64 = 4
+            + self.software_version.len() as u64
+            + self
+                .software_type
+                .as_ref()
+                .map_or(0, |t| 4 + t.len() as u64)
+            + self
+                .hardware_versions
+                .iter()
+                .map(|h| 4 + h.len() as u64)
+                .sum::<u64>();
+        let manifest = 32 + 136 + tlv + 96 * slices;
+        let fixed = manifest + ram::WRITE_BUFFER + ram::STACK_RESERVE;
+        let slice = self.slice_log2;
+        let mut best = None;
+        for block in (10..=17u8.min(slice)).rev() {
+            for window in (block..=slice).rev() {
+                for segment in (10..=slice).rev() {
+                    let need = fixed + ram::zstd_heap(window, block) + (1u64 << segment);
+                    if need <= budget && (segment >= 12 || best.is_none()) {
+                        best = Some((window, block, segment));
+                        break;
+                    }
+                }
+                if best.is_some() {
+                    break;
+                }
+            }
+            if best.is_some() {
+                break;
+            }
+        }
+        let (window, block, segment) = best.ok_or_else(|| {
+            Error::Invalid(format!(
+                "--device-ram {budget} is too small: even a 1KiB zstd window, 1KiB blocks and \
+                 1KiB payload segments need {} bytes with {}-byte slices",
+                fixed + ram::zstd_heap(10, 10) + 1024,
+                1u64 << slice
+            ))
+        })?;
+        self.zstd_window_log = window;
+        self.zstd_block_log = block;
+        self.segment_log = segment;
+        self.device_ram = Some(budget);
+        Ok(())
     }
 
     /// The zstd block log actually written: 0, or clamped to the window.
@@ -462,7 +521,7 @@ fn package(
     let any_zstd = slices
         .iter()
         .any(|s| matches!(s.method, Method::Zstd | Method::Patch));
-    let manifest = ManifestRepr {
+    let mut manifest = ManifestRepr {
         kind,
         erase_value: opts.erase_value,
         slice_log2: opts.slice_log2,
@@ -483,8 +542,30 @@ fn package(
         software_type: opts.software_type.clone(),
         hardware_versions: opts.hardware_versions.clone(),
         slices,
+    };
+    // Record what otapack-core's applier needs for this package (a function of the manifest).
+    let draft = manifest.emit()?;
+    let need = ram::needed(&Manifest::new_checked(
+        &draft,
+        otapack_core::wire::header::FORMAT_VERSION,
+        manifest.slices.iter().map(|s| s.payload_len).sum(),
+    )?);
+    manifest.device_ram = u32::try_from(need.total()).unwrap_or(u32::MAX);
+    if let Some(budget) = opts.device_ram {
+        if need.total() > budget {
+            return Err(Error::Invalid(format!(
+                "the package needs {} bytes of device RAM (manifest {}, payload segment {}, \
+                 write buffer {}, zstd decoder {}, stack reserve {}), more than --device-ram {budget}",
+                need.total(),
+                need.manifest_buffer,
+                need.payload_buffer,
+                need.write_buffer,
+                need.decoder_heap,
+                need.stack_reserve
+            )));
+        }
     }
-    .emit()?;
+    let manifest = manifest.emit()?;
     let payload_len = u32::try_from(payloads.len())
         .map_err(|_| Error::Invalid("package would exceed 4 GiB".into()))?;
     let header = HeaderRepr {

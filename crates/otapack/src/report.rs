@@ -51,6 +51,14 @@ pub struct PackageInfo {
     pub slice_size: u32,
     pub slice_count: u32,
     pub zstd_window_log: u8,
+    /// 0, or the log2 of the largest decoded zstd block.
+    pub zstd_block_log: u8,
+    /// 0, or the log2 of the payload segment size.
+    pub segment_log: u8,
+    /// The device RAM the manifest records (bytes; 0: not stated), and what otapack-core's
+    /// applier needs for it, computed here.
+    pub device_ram: u32,
+    pub device_ram_needed: u64,
     pub manifest_len: u32,
     pub payload_start: usize,
     pub payload_len: u32,
@@ -88,6 +96,10 @@ impl PackageInfo {
             slice_size: m.slice_size(),
             slice_count: m.slice_count(),
             zstd_window_log: m.zstd_window_log(),
+            zstd_block_log: m.zstd_block_log(),
+            segment_log: m.segment_log(),
+            device_ram: m.device_ram(),
+            device_ram_needed: otapack_core::ram::needed(&m).total(),
             manifest_len: pkg.header().manifest_len(),
             payload_start: pkg.payload_start(),
             payload_len: pkg.header().payload_len(),
