@@ -94,24 +94,22 @@ impl BuildOptions {
         let manifest = 32 + 136 + tlv + 96 * slices;
         let fixed = manifest + ram::WRITE_BUFFER + ram::STACK_RESERVE;
         let slice = self.slice_log2;
-        let mut best = None;
-        for block in (10..=17u8.min(slice)).rev() {
-            for window in (block..=slice).rev() {
-                for segment in (10..=slice).rev() {
-                    let need = fixed + ram::zstd_heap(window, block) + (1u64 << segment);
-                    if need <= budget && (segment >= 12 || best.is_none()) {
-                        best = Some((window, block, segment));
-                        break;
+        // First with segments of at least 4 KiB (smaller ones cost 32 bytes per segment),
+        // then with any.
+        let fits = |min_segment: u8| {
+            for block in (10..=17u8.min(slice)).rev() {
+                for window in (block..=slice).rev() {
+                    for segment in (min_segment..=slice).rev() {
+                        let need = fixed + ram::zstd_heap(window, block) + (1u64 << segment);
+                        if need <= budget {
+                            return Some((window, block, segment));
+                        }
                     }
                 }
-                if best.is_some() {
-                    break;
-                }
             }
-            if best.is_some() {
-                break;
-            }
-        }
+            None
+        };
+        let best = fits(12.min(slice)).or_else(|| fits(10));
         let (window, block, segment) = best.ok_or_else(|| {
             Error::Invalid(format!(
                 "--device-ram {budget} is too small: even a 1KiB zstd window, 1KiB blocks and \
