@@ -17,6 +17,11 @@
 //!
 //! so at most `next_pow2(W + B) + 1 + ZSTD_TABLES + 17B`. `tests/ram.rs` checks the measured
 //! peak against this bound on real packages at several settings.
+//!
+//! The bound holds for frames that keep to their limits, as otapack's builder writes them. The
+//! reader checks a block's header, literals and sequence count against `B`, but ruzstd checks
+//! what a block decodes to only against the window, and reserves a match before checking it,
+//! so a *signed* hostile frame can make it allocate more (`docs/format.md` §6.3).
 
 use crate::wire::header::HEADER_LEN;
 use crate::wire::manifest::Manifest;
