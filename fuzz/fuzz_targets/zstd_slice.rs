@@ -1,4 +1,4 @@
-//! ruzstd through otapack's zstd slice wrapper, on arbitrary frames. The input is one
+//! otapack-zstd through otapack's zstd slice wrapper, on arbitrary frames. The input is one
 //! parameter byte followed by the payload. The harness builds a valid one-slice manifest around
 //! the payload (method zstd, payload_sha256 = SHA-256 of the payload, so the payload reaches
 //! the decoder) and runs `SliceDecoder::decode`.

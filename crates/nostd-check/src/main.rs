@@ -1,6 +1,6 @@
 //! Proves that otapack-core (features `rsa` and `zstd`) builds and links without std, and that
 //! the freestanding build works: it parses and fully verifies a real package, signed with
-//! Ed25519 and RSA-2048 and made of zstd slices (so Ed25519, RSA, SHA-256, MD5 and ruzstd are
+//! Ed25519 and RSA-2048 and made of zstd slices (so Ed25519, RSA, SHA-256, MD5 and otapack-zstd are
 //! all linked and run), then requires that corrupted copies are refused with the right error.
 //! Then it streams the same package through the device applier (`otapack_core::apply`) in
 //! 1000-byte chunks onto a NOR flash over a static buffer ([`ram_flash`]), with static caller

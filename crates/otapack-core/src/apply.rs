@@ -12,8 +12,8 @@
 //! | `payload`  | >= the largest slice payload ([`Applier::payload_buffer_len`], at most the slice size) | one slice payload, whose SHA-256 is checked before it is decoded |
 //! | `write`    | a non-zero multiple of the flash's `WRITE_SIZE`            | flash programming |
 //!
-//! plus the zstd decoder's heap (about 6 x the manifest's window with ruzstd) when a slice is
-//! `zstd` or `patch`.
+//! plus the zstd decoder's heap when a slice is `zstd` or `patch`: allocated once, exactly
+//! [`crate::ram::zstd_heap`] (the window, twice the largest block, 9.5 KiB of tables).
 //!
 //! What is checked before what:
 //!

@@ -88,6 +88,8 @@ pub enum Error {
     /// applied before it have already overwritten (a copy range, checked at parse, or a patch
     /// read, checked while decoding).
     ReadOutsideWindow { slice: u32 },
+    /// The allocator could not provide the zstd decoder's buffers (`ram::zstd_heap` bytes).
+    OutOfMemory { needed: u64 },
 }
 
 impl fmt::Display for Error {
@@ -176,6 +178,10 @@ impl fmt::Display for Error {
             ReadOutsideWindow { slice } => write!(
                 f,
                 "slice {slice}: reads base bytes outside its in-place read window"
+            ),
+            OutOfMemory { needed } => write!(
+                f,
+                "out of memory: the zstd decoder needs {needed} bytes of heap"
             ),
         }
     }

@@ -1,7 +1,8 @@
 //! otapack-core: the otapack update package format, for devices and hosts alike.
 //!
 //! `#![no_std]`, no allocation unless the `alloc` feature (owned representations and emit),
-//! `rsa` (RSA verification) or `zstd` (zstd slices, ruzstd) is enabled.
+//! `rsa` (RSA verification) or `zstd` (zstd slices, otapack-zstd: one fixed allocation of
+//! its tables and window, sized from the manifest) is enabled.
 //!
 //! - [`wire`]: the container, one module per structure: checked zero-copy views, and `Repr`s
 //!   with `emit` behind `alloc`. `docs/format.md` is the byte-level spec.

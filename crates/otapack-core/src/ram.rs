@@ -3,25 +3,18 @@
 //! records the total in the manifest (`device_ram`) and `--device-ram` chooses settings that
 //! fit a budget; a device can compare [`needed`] with what it has before it starts.
 //!
-//! The zstd decoder (ruzstd 0.9) allocates, for a frame window `W` and blocks that decode to at
-//! most `B` bytes (`zstd_block_log`, else min(W, 128 KiB)):
+//! The zstd decoder (otapack-zstd) allocates once, when the first zstd or patch slice begins,
+//! exactly what the manifest's window `W` and largest block `B` (`zstd_block_log`, else
+//! min(W, 128 KiB)) call for, and never grows:
 //!
-//! | allocation | bound |
+//! | allocation | bytes |
 //! |---|---|
-//! | ring buffer (window + one block; allocated once, see `decode::primed_decoder`) | next_pow2(W + B) + 1 |
-//! | entropy tables (Huffman, three FSE) and their build buffers | [`ZSTD_TABLES`] |
-//! | a compressed block's bytes, its literals (grown by doubling: up to 2B each) | 4B |
-//! | the sequences (12 bytes each, at most B/3 per block, grown by doubling) | 8B |
-//! | one vector's growth: old and new block live together while it is copied | 4B |
+//! | entropy tables, repeat offsets, checksum state, buffer handles | at most [`ZSTD_STATE`] |
+//! | the ring: the window and the block being decoded | W + B |
 //! | a block cut by a payload segment boundary, gathered by the applier | B + 7 |
 //!
-//! so at most `next_pow2(W + B) + 1 + ZSTD_TABLES + 17B`. `tests/ram.rs` checks the measured
-//! peak against this bound on real packages at several settings.
-//!
-//! The bound holds for frames that keep to their limits, as otapack's builder writes them. The
-//! reader checks a block's header, literals and sequence count against `B`, but ruzstd checks
-//! what a block decodes to only against the window, and reserves a match before checking it,
-//! so a *signed* hostile frame can make it allocate more (`docs/format.md` §6.3).
+//! so exactly `ZSTD_STATE + W + 2B + 7` at most ([`zstd_heap`]), whatever the frames hold: a
+//! frame that asks for more is refused, not accommodated. `tests/ram.rs` measures it.
 
 use crate::wire::header::HEADER_LEN;
 use crate::wire::manifest::Manifest;
@@ -33,8 +26,9 @@ use crate::wire::slice::Method;
 pub const STACK_RESERVE: u64 = 16 * 1024;
 /// The flash write buffer assumed (a multiple of common NOR program sizes).
 pub const WRITE_BUFFER: u64 = 256;
-/// ruzstd's entropy tables and fixed state, measured (with margin) on the host.
-pub const ZSTD_TABLES: u64 = 16 * 1024;
+/// The zstd decoder's fixed state (`size_of` of otapack-core's boxed decoder, 9,448 bytes on
+/// 64-bit hosts, less on 32-bit targets), rounded up; a unit test holds it to this.
+pub const ZSTD_STATE: u64 = 9728;
 
 /// What the applier needs for one package. All figures in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,11 +65,11 @@ pub fn zstd_block(window_log: u8, block_log: u8) -> u64 {
     }
 }
 
-/// The zstd decoder's heap bound (see the module documentation).
+/// The zstd decoder's heap (see the module documentation).
 pub fn zstd_heap(window_log: u8, block_log: u8) -> u64 {
     let window = 1u64 << window_log.min(40);
     let block = zstd_block(window_log, block_log);
-    (window + block).next_power_of_two() + 1 + ZSTD_TABLES + 17 * block
+    ZSTD_STATE + window + block + (block + 7)
 }
 
 /// What the applier needs for the package whose manifest is `m`.
@@ -93,5 +87,28 @@ pub fn needed(m: &Manifest<'_>) -> RamNeed {
             0
         },
         stack_reserve: STACK_RESERVE,
+    }
+}
+
+#[cfg(all(test, feature = "zstd"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decoder_state_fits_its_constant() {
+        let state = core::mem::size_of::<crate::decode::Zstd>() as u64;
+        assert!(state <= ZSTD_STATE, "{state} > {ZSTD_STATE}");
+        assert!(state + 512 > ZSTD_STATE, "ZSTD_STATE is far above {state}");
+    }
+
+    #[test]
+    fn pending_is_counted_as_the_decoder_allocates_it() {
+        for (wl, bl) in [(10u8, 0u8), (13, 0), (14, 13), (17, 0), (20, 0), (16, 10)] {
+            let block = zstd_block(wl, bl) as usize;
+            let heap = zstd_heap(wl, bl);
+            let buffers =
+                otapack_zstd::ring_len(1 << wl, block) + crate::decode::Zstd::pending_len(block);
+            assert_eq!(heap, ZSTD_STATE + buffers as u64);
+        }
     }
 }

@@ -153,7 +153,7 @@ pub fn patch_stream(
 
 /// Whether a zstd-compressed op stream rebuilds `slice` from `old` through the device's op
 /// decoder, reading only old bytes inside `window` (the frame is decoded with libzstd here;
-/// the finished package is then verified whole through the device path, ruzstd included,
+/// the finished package is then verified whole through the device path, otapack-zstd included,
 /// before it is written).
 pub fn patch_rebuilds(old: &[u8], payload: &[u8], slice: &[u8], window: &Range<usize>) -> bool {
     let Ok(stream) = zstd::bulk::decompress(payload, 32 * slice.len() + 64) else {

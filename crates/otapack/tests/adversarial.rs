@@ -8,7 +8,7 @@
 //! - bounded memory: a per-thread counting allocator measures the peak heap of each rejection
 //!   (caller-provided buffers excluded), which must stay under a stated bound far below the
 //!   declared hostile size: 0 bytes unless a zstd decoder was started, 32 KiB if one was
-//!   (except one ruzstd residual, bounded at 320 KiB and explained where it is tested);
+//!   (otapack-zstd allocates its fixed buffers once, 22 KiB for these 4 KiB windows);
 //! - bounded work: the applier, fed one byte at a time, must stop at a stated byte offset (no
 //!   further), and a base image is read only by its own digest check, never by a decoder that
 //!   was about to go out of range.
@@ -21,7 +21,8 @@
 //! Two library bugs these found are fixed in otapack-core's `decode`: a Window_Descriptor of
 //! 0xFF was reported as `Decode` rather than `WindowTooLarge`, and zstd blocks whose headers
 //! ask for more than the window (2^20 RLE literals, 98047 sequences) made ruzstd allocate
-//! megabytes (`zstd_blocks_asking_for_more_than_the_window`). What "before any flash write"
+//! megabytes (`zstd_blocks_asking_for_more_than_the_window`). Since otapack-zstd replaced
+//! ruzstd, no frame can make the decoder allocate anything after its buffers. What "before any flash write"
 //! cannot mean for a streaming applier is shown by `a_late_hostile_op_fails_the_update_inside_
 //! its_slice`.
 //!
@@ -100,8 +101,8 @@ fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 /// The slice size of the small packages (and their image size: one slice).
 const S: usize = 4096;
-/// Peak heap allowed while a zstd decoder runs: ruzstd's buffers for a 4 KiB window (about
-/// 9 KiB measured, 17 KiB for a frame overrunning its declared size). The hostile frames
+/// Peak heap allowed while a zstd decoder runs: otapack-zstd's fixed buffers for a 4 KiB
+/// window (`ram::zstd_heap(12, 0)`, 21,831 bytes), with margin. The hostile frames
 /// declare windows up to 2^41 + 7 x 2^38 bytes and content sizes up to 2^40.
 const ZSTD_HEAP: usize = 32 * 1024;
 
@@ -1714,9 +1715,9 @@ fn literals_block(literals: &[u8], last: bool) -> Vec<u8> {
 }
 
 /// Blocks that would make a decoder allocate far beyond the window: what a frame can ask for
-/// without declaring a large window. Before the block checks in `decode::check_blocks`, ruzstd
-/// allocated 2.3 MB for the RLE literals and 1.2 MB for the sequence count (4 KiB window), and
-/// accepted the 1027-byte block (which libzstd refuses). One case remains for ruzstd to fix.
+/// without declaring a large window. ruzstd allocated 2.3 MB for the RLE literals, 1.2 MB for
+/// the sequence count and 271 KB for one long match (4 KiB window), and accepted the 1027-byte
+/// block (which libzstd refuses). otapack-zstd refuses them all within its fixed buffers.
 #[test]
 fn zstd_blocks_asking_for_more_than_the_window() {
     let decode = Error::Decode { slice: 0 };
@@ -1760,13 +1761,11 @@ fn zstd_blocks_asking_for_more_than_the_window() {
             expect(check, decode, at(&p), ZSTD_HEAP),
         );
     }
-    // Not fixed here (it needs ruzstd's sequence decoding): one sequence of 131074 bytes (ML
-    // code 52 with 16 extra bits set, the longest match) in a 10-byte block: 1 raw literal,
-    // then the sequence in RLE table mode (literal length code 1, offset code 0 = repeat
-    // offset 1). ruzstd reserves the match before it compares it with the block's limit, so
-    // the heap reaches about 271 KB whatever the window; libzstd refuses it ("Destination
-    // buffer is too small"). The bound asserted is that residual (2 x 128 KiB + 64 KiB), so
-    // a fix in ruzstd keeps this passing.
+    // One sequence of 131074 bytes (ML code 52 with 16 extra bits set, the longest match) in
+    // a 10-byte block: 1 raw literal, then the sequence in RLE table mode (literal length code
+    // 1, offset code 0 = repeat offset 1). libzstd refuses it ("Destination buffer is too
+    // small"); ruzstd reserved the match first (271 KB of heap). otapack-zstd compares the
+    // match with what the block has left before it copies a byte.
     let one_seq = [0x08, 0x5A, 0x01, 0x54, 0x01, 0x00, 52, 0xFF, 0xFF, 0x01];
     let p = zstd_package(
         &zframe(
@@ -1777,14 +1776,14 @@ fn zstd_blocks_asking_for_more_than_the_window() {
         12,
     );
     refuses(
-        "zstd: one 131074-byte match in a 10-byte block (ruzstd residual)",
+        "zstd: one 131074-byte match in a 10-byte block",
         &p.bytes,
         None,
         expect(
-            "ruzstd: decoded block <= Block_Maximum_Size, after reserving",
+            "otapack-zstd: a block's matches <= Block_Maximum_Size - literals",
             decode,
             at(&p),
-            320 * 1024,
+            ZSTD_HEAP,
         ),
     );
     // A compressed block whose Block_Size (1027) exceeds a 1 KiB window though it decodes to
