@@ -86,8 +86,8 @@ PAIRS=(
 # (run directly under GNU time, so RSS and time are the tool's own, not a wrapper shell's).
 # kind: otapack | peer | baseline (baseline ignores OLD).
 TOOLS=(
-    "otapack|otapack|otapack delta (64 KiB slices, 32 KiB window, zstd 19)"
-    "otapack_small|otapack|otapack delta small-RAM (16 KiB slices, 4 KiB window)"
+    "otapack|otapack|otapack delta, defaults (64 KiB slices, 8 KiB window, 4 KiB segments: 64 KiB device RAM)"
+    "otapack_wide|otapack|otapack delta, 32 KiB window, no segments (about 130-160 KB device RAM)"
     "bsdiff|peer|bsdiff 4.3 (bzip2)"
     "xdelta3|peer|xdelta3 -e -9 (secondary: lzma, its default)"
     "zstd_patch|peer|zstd -19 --patch-from"
@@ -102,11 +102,11 @@ diff_otapack() {
         --key "$KEYS/test-ed25519.pem" -o "$3")
 }
 apply_otapack() { CMD=("$OTAPACK" apply "$2" --base "$1" --key "$KEYS/test-ed25519.pub.pem" -o "$3"); }
-diff_otapack_small() {
+diff_otapack_wide() {
     CMD=("$OTAPACK" build --old "$1" --new "$2" --software-version compare --created 0
-        --key "$KEYS/test-ed25519.pem" --slice-size 16KiB --zstd-window 4KiB -o "$3")
+        --key "$KEYS/test-ed25519.pem" --zstd-window 32KiB --segment-size 0 -o "$3")
 }
-apply_otapack_small() { apply_otapack "$@"; }
+apply_otapack_wide() { apply_otapack "$@"; }
 diff_bsdiff() { CMD=(bsdiff "$1" "$2" "$3"); }
 apply_bsdiff() { CMD=(bspatch "$1" "$3" "$2"); }
 diff_xdelta3() { CMD=(xdelta3 -e -9 -f -s "$1" "$2" "$3"); }

@@ -110,17 +110,19 @@ struct BuildArgs {
     /// Slice size: a power of two from 4KiB to 1MiB.
     #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
     slice_size: u64,
-    /// Largest zstd window a device must hold (power of two, 1KiB up to the slice size).
-    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
+    /// Largest zstd window a device must hold (power of two, 1KiB up to the slice size). The
+    /// defaults (8KiB window, 4KiB segments) fit a device with 64KiB of RAM for the updater.
+    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
     zstd_window: u64,
     /// Largest zstd block (decoded) a device must hold, power of two from 1KiB (default: no
     /// limit beyond the window and zstd's 128KiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     zstd_block: Option<u64>,
     /// Cut payloads longer than this into hash-chained segments, so a device buffers one
-    /// segment (power of two, 1KiB up to the slice size; default: one digest per payload).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    segment_size: Option<u64>,
+    /// segment (power of two, 1KiB up to the slice size; 0: one digest per payload, so a
+    /// device buffers a whole payload).
+    #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
+    segment_size: u64,
     /// RAM the device gives the updater, stack included: picks the zstd window, block limit
     /// and segment size that fit (smaller costs package size), and fails if the package
     /// cannot fit. The need is recorded in the manifest either way.
@@ -395,9 +397,10 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     if let Some(b) = a.zstd_block {
         opts.zstd_block_log = log2_of(b, "--zstd-block")?;
     }
-    if let Some(s) = a.segment_size {
-        opts.segment_log = log2_of(s, "--segment-size")?;
-    }
+    opts.segment_log = match a.segment_size {
+        0 => 0,
+        s => log2_of(s, "--segment-size")?,
+    };
     if let Some(budget) = a.device_ram {
         opts.fit_device_ram(budget, img.data.len() as u64)?;
     }

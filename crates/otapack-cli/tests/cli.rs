@@ -558,3 +558,42 @@ fn in_place_build_inspect_verify_apply() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The defaults fit a 64 KiB-RAM device (8 KiB window, 4 KiB segments); `--segment-size 0`
+/// writes no segments, and the device RAM recorded follows.
+#[test]
+fn default_settings_fit_64_kib_and_segments_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = |extra: &[&str]| {
+        let pkg = build(dir.path(), extra);
+        let o = otapack(&["inspect", s(&pkg), "--json"]);
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["zstd_window_log"].as_u64().unwrap(),
+            v["segment_log"].as_u64().unwrap(),
+            v["device_ram"].as_u64().unwrap(),
+        )
+    };
+    let (window, segment, ram) = info(&[]);
+    assert_eq!((window, segment), (13, 12));
+    assert!(ram <= 64 * 1024, "{ram}");
+    let (window, segment, ram_whole) = info(&["--segment-size", "0"]);
+    assert_eq!((window, segment), (13, 0));
+    assert!(ram_whole > ram, "{ram_whole} <= {ram}");
+    let fw = testdata("firmware/opensbi-1.1-generic-fw_jump.elf");
+    let out = dir.path().join("odd.ota.md5.bin");
+    let odd = [
+        "build",
+        "--new",
+        s(&fw),
+        "--software-version",
+        "1",
+        "-o",
+        s(&out),
+        "--segment-size",
+        "3000",
+    ];
+    assert_fails(&otapack(&odd), "--segment-size");
+    assert!(!out.exists());
+}

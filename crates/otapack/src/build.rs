@@ -23,9 +23,13 @@ use std::ops::Range;
 
 /// Default slice size: 64 KiB.
 pub const DEFAULT_SLICE_LOG2: u8 = 16;
-/// Default zstd window: 32 KiB. Each doubling costs a device decoder that much more RAM; each
-/// halving costs a few percent of size (see the README's measurements).
-pub const DEFAULT_WINDOW_LOG: u8 = 15;
+/// Default zstd window: 8 KiB, so that with [`DEFAULT_SEGMENT_LOG`] the applier needs about
+/// 55 KiB plus the manifest (`otapack_core::ram`): a device with 64 KiB for the updater. Each
+/// doubling costs the decoder twice that much more RAM (window and block); each halving costs
+/// a few percent of size (see the README's measurements).
+pub const DEFAULT_WINDOW_LOG: u8 = 13;
+/// Default payload segment: 4 KiB, what a device buffers of a payload at a time.
+pub const DEFAULT_SEGMENT_LOG: u8 = 12;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 19;
 
 /// What goes into a package besides the image.
@@ -61,7 +65,7 @@ impl BuildOptions {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             zstd_window_log: DEFAULT_WINDOW_LOG,
             zstd_block_log: 0,
-            segment_log: 0,
+            segment_log: DEFAULT_SEGMENT_LOG,
             device_ram: None,
             software_version: software_version.into(),
             software_type: None,

@@ -150,7 +150,14 @@ fn device_ram_settings_fit_their_budget() {
     let mut img = mixed_image();
     img[5000] ^= 0x55;
     let new = raw_image(img);
-    for budget in [60 * 1024u64, 64 * 1024, 96 * 1024, 128 * 1024, 256 * 1024] {
+    for budget in [
+        40 * 1024u64,
+        48 * 1024,
+        64 * 1024,
+        96 * 1024,
+        128 * 1024,
+        256 * 1024,
+    ] {
         let mut o = options();
         o.fit_device_ram(budget, new.data.len() as u64).unwrap();
         for pkg in [
@@ -164,6 +171,6 @@ fn device_ram_settings_fit_their_budget() {
         }
     }
     let mut o = options();
-    let e = o.fit_device_ram(32 * 1024, 1 << 20).unwrap_err();
+    let e = o.fit_device_ram(28 * 1024, 1 << 20).unwrap_err();
     assert!(e.to_string().contains("too small"), "{e}");
 }
