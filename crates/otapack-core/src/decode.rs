@@ -578,18 +578,11 @@ fn unit_len(a: &Active, dec: &otapack_zstd::Decoder, buf: &[u8]) -> Result<Optio
             }
             // The reserved bit must be clear, no dictionary, and the content size must be
             // declared (as libzstd requires of the same frame).
-            let single = fhd & 0x20 != 0;
-            let content_size_present = fhd >> 6 != 0 || single;
+            let content_size_present = fhd >> 6 != 0 || fhd & 0x20 != 0;
             if fhd & 0x08 != 0 || fhd & 0x03 != 0 || !content_size_present {
                 return Err(bad);
             }
-            let fcs = match fhd >> 6 {
-                0 => 1, // single segment
-                1 => 2,
-                2 => 4,
-                _ => 8,
-            };
-            Ok(Some(FRAME_PROBE + usize::from(!single) + fcs))
+            Ok(Some(otapack_zstd::FrameHeader::len_for(fhd)))
         }
         Frame::Blocks { checksum, .. } => {
             let Some(n) = dec.block_len(buf).map_err(|_| bad)? else {
@@ -651,7 +644,10 @@ fn decode_unit(
         }
         Frame::Blocks { declared, checksum } => {
             let last = unit.first().is_some_and(|h| h & 1 != 0);
-            let (block, trailer) = unit.split_at(unit.len() - if last && checksum { 4 } else { 0 });
+            let tail = if last && checksum { 4 } else { 0 };
+            let (block, trailer) = unit
+                .split_at_checked(unit.len().saturating_sub(tail))
+                .ok_or(bad)?;
             let out = dec.decode_block(ring, block).map_err(|_| bad)?;
             if out.last != last {
                 return Err(bad);

@@ -4,7 +4,7 @@
 //!
 //! ruzstd 0.9 (which otapack used before) keeps a ring buffer of twice the window rounded up
 //! to a power of two, a whole block's literals, and every sequence of a block in a `Vec` grown
-//! by doubling; a 32 KiB window with 128 KiB blocks measured up to 285 KB of heap. libzstd
+//! by doubling; a 32 KiB window measured up to 285 KB of heap. libzstd
 //! does not fit a bootloader either. Here the memory is:
 //!
 //! | what | bytes |
@@ -89,6 +89,19 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// The header's length (magic included) for Frame_Header_Descriptor `fhd`: what a reader
+    /// must gather once it has the first 5 bytes.
+    pub fn len_for(fhd: u8) -> usize {
+        let single = fhd & 0x20 != 0;
+        let fcs_len = match fhd >> 6 {
+            0 => usize::from(single),
+            1 => 2,
+            2 => 4,
+            _ => 8,
+        };
+        5 + usize::from(!single) + fcs_len
+    }
+
     /// Parses the header at the start of `buf`. `Ok(None)`: `buf` is too short to tell yet.
     pub fn parse(buf: &[u8]) -> Result<Option<FrameHeader>, Error> {
         let Some((magic, rest)) = buf.split_first_chunk::<4>() else {
@@ -107,14 +120,9 @@ impl FrameHeader {
             return Err(Error::Unsupported("dictionary"));
         }
         let single = fhd & 0x20 != 0;
-        let fcs_len = match fhd >> 6 {
-            0 => usize::from(single),
-            1 => 2,
-            2 => 4,
-            _ => 8,
-        };
+        let len = Self::len_for(fhd);
         let wd_len = usize::from(!single);
-        let len = 5 + wd_len + fcs_len;
+        let fcs_len = len - 5 - wd_len;
         let Some(fields) = rest.get(..wd_len + fcs_len) else {
             return Ok(None);
         };
@@ -236,9 +244,13 @@ impl Decoder {
             });
         }
         let block_max = (header.window_size.min(MAX_BLOCK as u64) as usize).min(max_block);
-        let needed = ring_len(header.window_size as usize, block_max);
-        if ring < needed || max_block > MAX_BLOCK {
-            return Err(Error::RingSize { needed });
+        // In u64: a window that does not fit usize (32-bit targets) must not wrap around. An
+        // empty ring is refused even for an empty frame, so ring positions never divide by 0.
+        let needed = header.window_size.saturating_add(block_max as u64).max(1);
+        if (ring as u64) < needed || max_block > MAX_BLOCK {
+            return Err(Error::RingSize {
+                needed: usize::try_from(needed).unwrap_or(usize::MAX),
+            });
         }
         self.tables.reset();
         self.window = header.window_size;

@@ -197,3 +197,26 @@ fn one_decoder_serves_frames_of_different_windows() {
         assert_eq!(out, data, "frame {i}");
     }
 }
+
+#[test]
+fn an_empty_frame_needs_a_ring_all_the_same() {
+    // Single segment, content size 0: Window_Size 0, one empty raw block.
+    let frame = [0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x00, 0x01, 0x00, 0x00];
+    let header = FrameHeader::parse(&frame).unwrap().unwrap();
+    assert_eq!(header.window_size, 0);
+    let mut dec = Decoder::new();
+    assert_eq!(
+        dec.begin_frame(&header, 1 << 10, 1 << 10, 0),
+        Err(Error::RingSize { needed: 1 })
+    );
+    assert_eq!(decode(&frame, 1 << 10, 1 << 10), Ok(Vec::new()));
+    // A window too large for any ring is refused, not wrapped around.
+    let huge = FrameHeader {
+        window_size: u64::MAX,
+        ..header
+    };
+    assert!(matches!(
+        dec.begin_frame(&huge, u64::MAX, 1 << 10, 1 << 20),
+        Err(Error::RingSize { .. })
+    ));
+}
