@@ -98,8 +98,15 @@ proptest! {
             Ok(())
         }).unwrap();
         prop_assert_eq!(out, data.clone());
-        // Never larger than storing every slice raw, plus fixed overhead.
-        let overhead = 32 + 136 + 64 + 96 * p.manifest().slice_count() as usize + 4 + 100 + 28;
+        // Never larger than storing every slice raw, plus fixed overhead and, with payload
+        // segments (4 KiB by default), a 32-byte link per segment after a payload's first.
+        let m = p.manifest();
+        let slices = m.slice_count() as usize;
+        let links = match m.segment_size() as usize {
+            0 => 0,
+            g => (m.slice_size() as usize).div_ceil(g - 32) - 1,
+        };
+        let overhead = 32 + 136 + 64 + 96 * slices + 4 + 100 + 28 + 32 * links * slices;
         prop_assert!(pkg.len() <= data.len() + overhead + 64);
     }
 }
