@@ -92,6 +92,8 @@ struct Active {
     arg: u64,
     /// The slice's length and the bytes produced so far, hashed as they go.
     len: u64,
+    /// The slice's offset in the new image.
+    start: u64,
     produced: u64,
     hash: Sha256,
     slice_sha256: [u8; 32],
@@ -312,6 +314,7 @@ impl SliceDecoder {
             method: rec.method(),
             arg: rec.arg(),
             len: u64::from(manifest.slice_len(slice)),
+            start: u64::from(slice) << manifest.slice_log2(),
             produced: 0,
             hash: Sha256::new(),
             slice_sha256: rec.slice_sha256(),
@@ -666,13 +669,21 @@ fn decode_unit(
                     len,
                     patch,
                     method,
+                    arg,
+                    start,
                     ..
                 } = &mut *a;
                 let len = *len;
                 let mut out = |c: &[u8]| Active::out(out_produced, hash, len, bad, sink, c);
                 if *method == Method::Patch {
                     let base = base.as_mut().ok_or(Error::BaseRequired)?;
-                    let p = patch.get_or_insert_with(|| PatchDecoder::new(slice, len, base.len()));
+                    let p = match patch {
+                        Some(p) => p,
+                        None => patch.insert(
+                            PatchDecoder::with_format(*arg, slice, *start, len, base.len())
+                                .ok_or(bad)?,
+                        ),
+                    };
                     p.feed(piece, &mut **base, &mut out)?;
                 } else {
                     out(piece)?;

@@ -32,6 +32,7 @@ pub mod keys;
 pub mod package;
 pub mod patch;
 pub mod policy;
+pub mod predict;
 pub mod ram;
 pub mod session;
 pub mod state;

@@ -24,6 +24,7 @@
 //! never the patch, and reads the base in small blocks through [`BaseImage`].
 
 use crate::error::{Error, Result};
+use crate::predict::{Predict, MAX_MAP_ENTRIES};
 
 /// Read access to the base (old) image, e.g. the running slot in flash.
 pub trait BaseImage {
@@ -48,8 +49,11 @@ impl BaseImage for &[u8] {
     }
 }
 
-/// The only patch format defined so far (the record's `arg`).
+/// Patch format 1: ops only (the record's `arg`).
 pub const PATCH_FORMAT_1: u64 = 1;
+/// Patch format 2: a reference-prediction header ([`crate::predict`]), then ops whose add bytes
+/// are added to the *predicted* base bytes. Two-slot deltas (kind 1) only.
+pub const PATCH_FORMAT_2: u64 = 2;
 
 /// Largest op stream per slice byte: an op producing one byte takes at most a 5-byte seek
 /// (base images <= 4 GiB), a 1-byte add length, one add byte and a 1-byte copy length.
@@ -57,6 +61,12 @@ pub const MAX_STREAM_FACTOR: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Format 2 header: flags, load address, map length, then each entry's start and shift.
+    Flags,
+    Address,
+    MapLen,
+    MapStart,
+    MapShift,
     Seek,
     AddLen,
     Add,
@@ -80,6 +90,14 @@ pub struct PatchDecoder {
     /// Bytes produced so far, and the slice length.
     pos: u64,
     len: u64,
+    /// Format 2: the slice's offset in the new image, the prediction header (its map filled
+    /// as it streams in), the map entries still to come, the entry being read, and the
+    /// current add op's displacement (new offset − base offset).
+    start: u64,
+    predict: Option<Predict>,
+    map_left: u64,
+    entry_start: u32,
+    delta: u32,
 }
 
 impl PatchDecoder {
@@ -88,6 +106,11 @@ impl PatchDecoder {
         PatchDecoder {
             slice,
             phase: Phase::Seek,
+            start: 0,
+            predict: None,
+            map_left: 0,
+            entry_start: 0,
+            delta: 0,
             varint: 0,
             shift: 0,
             run: 0,
@@ -99,8 +122,78 @@ impl PatchDecoder {
         }
     }
 
+    /// A decoder for patch format `format` (the record's `arg`): slice `slice` of `len` bytes at
+    /// new-image offset `start`, against a base of `base_len` bytes. `None` for an unknown
+    /// format.
+    pub fn with_format(
+        format: u64,
+        slice: u32,
+        start: u64,
+        len: u64,
+        base_len: u64,
+    ) -> Option<Self> {
+        let mut d = Self::new(slice, len, base_len);
+        d.start = start;
+        match format {
+            PATCH_FORMAT_1 => {}
+            PATCH_FORMAT_2 => d.phase = Phase::Flags,
+            _ => return None,
+        }
+        Some(d)
+    }
+
     fn bad(&self) -> Error {
         Error::Decode { slice: self.slice }
+    }
+
+    /// Takes one complete header varint (format 2).
+    fn header_field(&mut self, v: u64) -> Result<()> {
+        let bad = self.bad();
+        match self.phase {
+            Phase::Flags => {
+                let flags = u8::try_from(v).map_err(|_| bad)?;
+                self.predict = Some(Predict::empty(flags, 0).ok_or(bad)?);
+                self.phase = Phase::Address;
+            }
+            Phase::Address => {
+                let p = self.predict.as_mut().ok_or(bad)?;
+                *p = Predict::empty(p.flags(), u32::try_from(v).map_err(|_| bad)?).ok_or(bad)?;
+                self.phase = Phase::MapLen;
+            }
+            Phase::MapLen => {
+                if v > MAX_MAP_ENTRIES as u64 {
+                    return Err(bad);
+                }
+                self.map_left = v;
+                self.phase = if v == 0 { Phase::Seek } else { Phase::MapStart };
+            }
+            Phase::MapStart => {
+                let p = self.predict.as_ref().ok_or(bad)?;
+                // The first start is absolute, later ones add at least 1 to the one before.
+                let start = match p.entries().last() {
+                    None => v,
+                    Some(&(last, _)) if v >= 1 => u64::from(last).checked_add(v).ok_or(bad)?,
+                    Some(_) => return Err(bad),
+                };
+                self.entry_start = u32::try_from(start).map_err(|_| bad)?;
+                self.phase = Phase::MapShift;
+            }
+            _ => {
+                // MapShift: a zigzag change from the shift before (0 before the first).
+                let p = self.predict.as_mut().ok_or(bad)?;
+                let before = p.entries().last().map_or(0, |&(_, s)| s);
+                let change = ((v >> 1) as i64 ^ -((v & 1) as i64)) as u32;
+                p.push(self.entry_start, before.wrapping_add(change))
+                    .ok_or(bad)?;
+                self.map_left -= 1;
+                self.phase = if self.map_left == 0 {
+                    Phase::Seek
+                } else {
+                    Phase::MapStart
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Accumulates a LEB128 byte; returns the value when complete.
@@ -132,6 +225,16 @@ impl PatchDecoder {
         while let Some((&b, rest)) = input.split_first() {
             let left = self.len - self.pos;
             match self.phase {
+                Phase::Flags
+                | Phase::Address
+                | Phase::MapLen
+                | Phase::MapStart
+                | Phase::MapShift => {
+                    input = rest;
+                    if let Some(v) = self.varint_byte(b)? {
+                        self.header_field(v)?;
+                    }
+                }
                 Phase::Seek | Phase::AddLen | Phase::CopyLen => {
                     if self.phase == Phase::Seek && left == 0 {
                         return Err(self.bad()); // bytes after the slice is complete
@@ -161,6 +264,8 @@ impl PatchDecoder {
                             }
                             self.run = v;
                             self.op_len = v;
+                            // Truncated to 32 bits on purpose: predictions work modulo 2^32.
+                            self.delta = (self.start + self.pos).wrapping_sub(self.cursor) as u32;
                             self.phase = if v == 0 { Phase::CopyLen } else { Phase::Add };
                         }
                         _ => {
@@ -177,7 +282,10 @@ impl PatchDecoder {
                     let (chunk, rest) = input.split_at(n);
                     let mut block = [0u8; ADD_BLOCK];
                     let block = block.get_mut(..n).ok_or(self.bad())?;
-                    base.read(self.cursor, block)?;
+                    match &self.predict {
+                        Some(p) => p.read(base, self.cursor, self.delta, block)?,
+                        None => base.read(self.cursor, block)?,
+                    }
                     for (o, &a) in block.iter_mut().zip(chunk) {
                         *o = o.wrapping_add(a);
                     }
@@ -217,7 +325,7 @@ impl PatchDecoder {
 }
 
 /// Base bytes read per block while adding (stack buffer).
-const ADD_BLOCK: usize = 256;
+pub(crate) const ADD_BLOCK: usize = 256;
 
 /// One op of a patch, for the encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,18 +338,42 @@ pub struct Op<'a> {
 /// Encodes ops as a patch-format-1 stream.
 #[cfg(feature = "alloc")]
 pub fn encode(ops: &[Op<'_>]) -> alloc::vec::Vec<u8> {
-    fn uvarint(out: &mut alloc::vec::Vec<u8>, mut v: u64) {
-        loop {
-            let b = (v & 0x7F) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
+    encode_into(alloc::vec::Vec::new(), ops)
+}
+
+/// Encodes a patch-format-2 stream: `predict`'s header, then `ops`, whose add bytes must be
+/// taken against the predicted base.
+#[cfg(feature = "alloc")]
+pub fn encode_format2(predict: &Predict, ops: &[Op<'_>]) -> alloc::vec::Vec<u8> {
     let mut out = alloc::vec::Vec::new();
+    uvarint(&mut out, predict.flags().into());
+    uvarint(&mut out, predict.address().into());
+    uvarint(&mut out, predict.entries().len() as u64);
+    let (mut start, mut shift) = (0u32, 0u32);
+    for &(s, h) in predict.entries() {
+        uvarint(&mut out, u64::from(s - start));
+        let change = h.wrapping_sub(shift) as i32 as i64;
+        uvarint(&mut out, ((change << 1) ^ (change >> 63)) as u64);
+        (start, shift) = (s, h);
+    }
+    encode_into(out, ops)
+}
+
+#[cfg(feature = "alloc")]
+fn uvarint(out: &mut alloc::vec::Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+#[cfg(feature = "alloc")]
+fn encode_into(mut out: alloc::vec::Vec<u8>, ops: &[Op<'_>]) -> alloc::vec::Vec<u8> {
     for op in ops {
         uvarint(&mut out, ((op.seek << 1) ^ (op.seek >> 63)) as u64);
         uvarint(&mut out, op.add.len() as u64);
@@ -400,5 +532,125 @@ mod tests {
         );
         assert!(apply(&s, &base, 1, 3).is_err());
         assert_eq!(apply(&s[1..], &base, 1, 3).unwrap(), [1]);
+    }
+
+    fn apply2(
+        stream: &[u8],
+        base: &[u8],
+        start: u64,
+        len: usize,
+        piece: usize,
+    ) -> Result<alloc::vec::Vec<u8>> {
+        let mut out = alloc::vec::Vec::new();
+        let mut d =
+            PatchDecoder::with_format(PATCH_FORMAT_2, 0, start, len as u64, base.len() as u64)
+                .unwrap();
+        let mut b = base;
+        for chunk in stream.chunks(piece.max(1)) {
+            d.feed(chunk, &mut b, &mut |p| {
+                out.extend_from_slice(p);
+                Ok(())
+            })?;
+        }
+        d.finish()?;
+        Ok(out)
+    }
+
+    /// Base for the format-2 examples: a Thumb `BL` at 0 calling offset 8 (F000 F802), and at 4
+    /// a pointer to offset 8 with load address 0x100 (0x108).
+    const BASE2: [u8; 12] = [
+        0x00, 0xF0, 0x02, 0xF8, 0x08, 0x01, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD,
+    ];
+
+    #[test]
+    fn format_2_header_and_ops_pinned() {
+        // Everything from offset 8 moved up by 4: the call and the pointer follow.
+        let p = Predict::new(crate::predict::ALL_FLAGS, 0x100, &[(8, 4)]).unwrap();
+        let ops = [Op {
+            seek: 0,
+            add: &[0; 12],
+            copy: b"",
+        }];
+        let stream = encode_format2(&p, &ops);
+        assert_eq!(
+            stream[..7],
+            [
+                0x03, // flags: Thumb BL and pointers
+                0x80, 0x02, // address 0x100
+                0x01, // one map entry
+                0x08, // start 8
+                0x08, // shift +4 (zigzag)
+                0x00, // op: seek 0
+            ]
+        );
+        for piece in 1..=stream.len() {
+            let out = apply2(&stream, &BASE2, 0, 12, piece).unwrap();
+            // F000 F804: the call now jumps 12 - 4 = 8 bytes; the pointer is 0x10C.
+            assert_eq!(
+                out,
+                [0x00, 0xF0, 0x04, 0xF8, 0x0C, 0x01, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD]
+            );
+        }
+        // The same stream as format 1 adds to the base bytes as they are.
+        let mut f1 = PatchDecoder::with_format(PATCH_FORMAT_1, 0, 0, 12, 12).unwrap();
+        let mut b: &[u8] = &BASE2;
+        assert!(f1.feed(&encode(&ops), &mut b, &mut |_| Ok(())).is_ok());
+        // The slice's position in the new image moves the call's prediction (d = 2 here).
+        let ops = [Op {
+            seek: 0,
+            add: &[0; 4],
+            copy: b"",
+        }];
+        let out = apply2(&encode_format2(&p, &ops), &BASE2, 2, 4, 4).unwrap();
+        assert_eq!(out, [0x00, 0xF0, 0x03, 0xF8]); // 12 - (2 + 4) = 6 bytes
+                                                   // Without the map entry, nothing moved: the base comes out as it is.
+        let still = Predict::new(crate::predict::ALL_FLAGS, 0x100, &[]).unwrap();
+        let ops = [Op {
+            seek: 0,
+            add: &[0; 12],
+            copy: b"",
+        }];
+        assert_eq!(
+            apply2(&encode_format2(&still, &ops), &BASE2, 0, 12, 5).unwrap(),
+            BASE2
+        );
+        assert!(PatchDecoder::with_format(3, 0, 0, 1, 1).is_none());
+    }
+
+    #[test]
+    fn format_2_headers_are_checked() {
+        let op = [0x00, 0x00, 0x01, 0x2A]; // seek 0, no add, one literal byte
+        let with = |header: &[u8]| {
+            let mut s = header.to_vec();
+            s.extend_from_slice(&op);
+            apply2(&s, &BASE2, 0, 1, 1)
+        };
+        assert_eq!(with(&[0x00, 0x00, 0x00]).unwrap(), [0x2A]); // no flags, no map
+        assert_eq!(
+            with(&[0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x00]).unwrap(),
+            [0x2A]
+        );
+        let bad = [
+            &[0x04, 0x00, 0x00][..],                     // unknown flag
+            &[0x80, 0x02, 0x00, 0x00],                   // flags 0x100
+            &[0x01, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00], // address 2^32
+            &[0x01, 0x00, 0x41],                         // 65 map entries
+            &[0x01, 0x00, 0x02, 0x05, 0x02, 0x00, 0x02], // second start not after the first
+            &[
+                0x01, 0x00, 0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x00, 0x01, 0x00,
+            ], // start 2^32
+        ];
+        for h in bad {
+            assert_eq!(with(h), Err(Error::Decode { slice: 0 }), "{h:02x?}");
+        }
+        // The 64th entry is the last allowed.
+        let mut h = alloc::vec![0x01, 0x00, 0x40];
+        for _ in 0..64 {
+            h.extend_from_slice(&[0x01, 0x02]);
+        }
+        assert_eq!(with(&h).unwrap(), [0x2A]);
+        // A header alone, with no op, or a stream that ends inside the header, ends early.
+        assert!(apply2(&[0x00, 0x00, 0x00], &BASE2, 0, 1, 1).is_err());
+        assert!(apply2(&[0x01, 0x00, 0x02, 0x05], &BASE2, 0, 1, 1).is_err());
     }
 }

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::keys::SigningKey;
 use otapack_core::package::{assemble, signed_message};
-use otapack_core::patch::PATCH_FORMAT_1;
+use otapack_core::patch::{PATCH_FORMAT_1, PATCH_FORMAT_2};
+use otapack_core::predict::Predict;
 use otapack_core::ram;
 use otapack_core::verify::Policy;
 use otapack_core::wire::header::HeaderRepr;
@@ -285,12 +286,24 @@ pub fn build_delta(
     let slice_size = 1usize << opts.slice_log2;
     let matches = crate::delta::slice_matches(&old.data, &new.data, slice_size)?;
     let whole = 0..old.data.len();
+    let predict = prediction(old, &matches);
     let encoded: Vec<Encoded> = new
         .data
         .par_chunks(slice_size)
         .zip(matches.par_iter())
         .enumerate()
-        .map(|(i, (s, m))| encode_delta_slice(&old.data, &new.data, i, s, m, &whole, opts))
+        .map(|(i, (s, m))| {
+            encode_delta_slice(
+                &old.data,
+                &new.data,
+                i,
+                s,
+                m,
+                &whole,
+                predict.as_ref(),
+                opts,
+            )
+        })
         .collect::<Result<_>>()?;
     package(
         new,
@@ -303,8 +316,26 @@ pub fn build_delta(
     )
 }
 
-/// The cheapest encoding of slice `i` (`s`) of a delta: fill, copy, patch, zstd or raw, with
-/// copies and patches reading only `old[window]` (a two-slot delta's window is all of `old`).
+/// The patch-format-2 header for a two-slot delta: Thumb calls and 32-bit pointers predicted
+/// through the address map of `matches` (pointers only when the old image's load address fits
+/// 32 bits). `None` when nothing moved.
+fn prediction(old: &Image, matches: &[Vec<crate::delta::Match>]) -> Option<Predict> {
+    use otapack_core::predict::{POINTER32, THUMB_BL};
+    let map = crate::delta::address_map(old.data.len(), matches);
+    if map.iter().all(|&(_, shift)| shift == 0) {
+        return None;
+    }
+    let (flags, address) = match u32::try_from(old.load_address) {
+        Ok(a) => (THUMB_BL | POINTER32, a),
+        Err(_) => (THUMB_BL, 0),
+    };
+    Predict::new(flags, address, &map)
+}
+
+/// The cheapest encoding of slice `i` (`s`) of a delta: fill, copy, patch (format 1, or format
+/// 2 with `predict` when that is smaller), zstd or raw, with copies and patches reading only
+/// `old[window]` (a two-slot delta's window is all of `old`).
+#[allow(clippy::too_many_arguments)]
 fn encode_delta_slice(
     old: &[u8],
     new: &[u8],
@@ -312,6 +343,7 @@ fn encode_delta_slice(
     s: &[u8],
     matches: &[crate::delta::Match],
     window: &Range<usize>,
+    predict: Option<&Predict>,
     opts: &BuildOptions,
 ) -> Result<Encoded> {
     let slice_size = 1usize << opts.slice_log2;
@@ -329,14 +361,22 @@ fn encode_delta_slice(
             slice_sha256: best.slice_sha256,
         });
     }
-    if let Some(stream) = crate::delta::patch_stream(old, new, start, s.len(), matches) {
+    let formats = [(PATCH_FORMAT_1, None), (PATCH_FORMAT_2, predict)];
+    for (format, p) in formats {
+        if format == PATCH_FORMAT_2 && p.is_none() {
+            continue;
+        }
+        let Some(stream) = crate::delta::patch_stream_with(old, new, start, s.len(), matches, p)
+        else {
+            continue;
+        };
         let payload = zstd_compress(&stream, opts.zstd_level, window_log, opts.block_log())?;
         if payload.len() < best.payload.len()
-            && crate::delta::patch_rebuilds(old, &payload, s, window)
+            && crate::delta::patch_rebuilds_at(old, &payload, format, start, s, window)
         {
             best = Encoded {
                 method: Method::Patch,
-                arg: PATCH_FORMAT_1,
+                arg: format,
                 payload,
                 slice_sha256: best.slice_sha256,
             };
@@ -451,7 +491,9 @@ fn encode_in_place(
         .par_chunks(slice_size)
         .zip(matches.par_iter())
         .enumerate()
-        .map(|(i, (s, m))| encode_delta_slice(&old.data, &new.data, i, s, m, &window(i), opts))
+        .map(|(i, (s, m))| {
+            encode_delta_slice(&old.data, &new.data, i, s, m, &window(i), None, opts)
+        })
         .collect()
 }
 

@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use otapack_core::decode::WindowedBase;
-use otapack_core::patch::{encode, Op, PatchDecoder};
+use otapack_core::patch::{encode, encode_format2, Op, PatchDecoder, PATCH_FORMAT_1};
+use otapack_core::predict::{Predict, MAX_MAP_ENTRIES};
 use std::ops::Range;
 
 /// One bsdiff match, in absolute new-image coordinates: `new[add_new..add_new+add_len]` is
@@ -104,6 +105,48 @@ pub fn find_copy(
         .map(|m| m.add_old as u64)
 }
 
+/// Matches shorter than this say little about where code moved; they are left out of the
+/// address map.
+const MAP_MIN_MATCH: usize = 16;
+
+/// The address map of patch format 2 (`otapack_core::predict`): for each base offset, how far
+/// the byte moved in the new image, from the matches of every slice (pointers and calls reach
+/// across slices). Each base byte takes the shift of the longest match covering it; runs of
+/// one shift become entries, and when there are more than the header allows, the entries
+/// covering the fewest bytes are dropped (their range takes the shift of the entry before).
+pub fn address_map(old_len: usize, matches: &[Vec<Match>]) -> Vec<(u32, u32)> {
+    let mut all: Vec<&Match> = matches
+        .iter()
+        .flatten()
+        .filter(|m| m.add_len >= MAP_MIN_MATCH)
+        .collect();
+    all.sort_by_key(|m| std::cmp::Reverse(m.add_len));
+    let mut shift: Vec<Option<u32>> = vec![None; old_len];
+    for m in all {
+        let s = (m.add_new as u64).wrapping_sub(m.add_old as u64) as u32;
+        for b in shift.iter_mut().skip(m.add_old).take(m.add_len) {
+            b.get_or_insert(s);
+        }
+    }
+    // (start, shift, bytes covered)
+    let mut runs: Vec<(u32, u32, usize)> = Vec::new();
+    for (i, s) in shift.iter().enumerate() {
+        let (Some(s), Ok(i)) = (*s, u32::try_from(i)) else {
+            continue;
+        };
+        match runs.last_mut() {
+            Some(last) if last.1 == s => last.2 += 1,
+            _ => runs.push((i, s, 1)),
+        }
+    }
+    if runs.len() > MAX_MAP_ENTRIES {
+        runs.sort_by_key(|r| std::cmp::Reverse(r.2));
+        runs.truncate(MAX_MAP_ENTRIES);
+        runs.sort_by_key(|r| r.0);
+    }
+    runs.into_iter().map(|(start, s, _)| (start, s)).collect()
+}
+
 /// The patch-format-1 op stream rebuilding `new[start..start+len]` from `old`, or `None` when
 /// the matches do not tile the slice exactly.
 pub fn patch_stream(
@@ -113,6 +156,19 @@ pub fn patch_stream(
     len: usize,
     matches: &[Match],
 ) -> Option<Vec<u8>> {
+    patch_stream_with(old, new, start, len, matches, None)
+}
+
+/// The op stream for `new[start..start+len]`: patch format 2 with `predict`'s header, its add
+/// bytes taken against the predicted base, or format 1 without it.
+pub fn patch_stream_with(
+    old: &[u8],
+    new: &[u8],
+    start: usize,
+    len: usize,
+    matches: &[Match],
+    predict: Option<&Predict>,
+) -> Option<Vec<u8>> {
     let end = start + len;
     let mut diffs: Vec<Vec<u8>> = Vec::with_capacity(matches.len());
     let mut at = start;
@@ -121,12 +177,16 @@ pub fn patch_stream(
             return None;
         }
         let newer = new.get(m.add_new..m.add_new + m.add_len)?;
-        let older = old.get(m.add_old..m.add_old + m.add_len)?;
+        let mut older = old.get(m.add_old..m.add_old + m.add_len)?.to_vec();
+        if let Some(p) = predict {
+            let d = (m.add_new as u64).wrapping_sub(m.add_old as u64) as u32;
+            p.predict(old, 0, old.len() as u64, m.add_old as u64, d, &mut older);
+        }
         diffs.push(
             newer
                 .iter()
                 .zip(older)
-                .map(|(n, o)| n.wrapping_sub(*o))
+                .map(|(n, o)| n.wrapping_sub(o))
                 .collect(),
         );
         at = m.copy_end;
@@ -148,19 +208,43 @@ pub fn patch_stream(
         });
         cursor = (m.add_old + m.add_len) as i64;
     }
-    Some(encode(&ops))
+    Some(match predict {
+        Some(p) => encode_format2(p, &ops),
+        None => encode(&ops),
+    })
 }
 
-/// Whether a zstd-compressed op stream rebuilds `slice` from `old` through the device's op
-/// decoder, reading only old bytes inside `window` (the frame is decoded with libzstd here;
-/// the finished package is then verified whole through the device path, otapack-zstd included,
-/// before it is written).
+/// Whether a zstd-compressed format-1 op stream rebuilds `slice` from `old` through the device's
+/// op decoder, reading only old bytes inside `window`.
 pub fn patch_rebuilds(old: &[u8], payload: &[u8], slice: &[u8], window: &Range<usize>) -> bool {
+    patch_rebuilds_at(old, payload, PATCH_FORMAT_1, 0, slice, window)
+}
+
+/// Whether a zstd-compressed op stream of patch format `format` rebuilds `slice` (at new-image
+/// offset `start`) from `old` through the device's op decoder, reading only old bytes inside
+/// `window` (the frame is decoded with libzstd here; the finished package is then verified
+/// whole through the device path, otapack-zstd included, before it is written).
+pub fn patch_rebuilds_at(
+    old: &[u8],
+    payload: &[u8],
+    format: u64,
+    start: usize,
+    slice: &[u8],
+    window: &Range<usize>,
+) -> bool {
     let Ok(stream) = zstd::bulk::decompress(payload, 32 * slice.len() + 64) else {
         return false;
     };
     let mut out = Vec::with_capacity(slice.len());
-    let mut d = PatchDecoder::new(0, slice.len() as u64, old.len() as u64);
+    let Some(mut d) = PatchDecoder::with_format(
+        format,
+        0,
+        start as u64,
+        slice.len() as u64,
+        old.len() as u64,
+    ) else {
+        return false;
+    };
     let mut old = old;
     let window = window.start as u64..window.end as u64;
     let mut base = WindowedBase::new(&mut old, window, 0);

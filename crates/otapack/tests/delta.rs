@@ -313,7 +313,7 @@ fn delta_records_out_of_range_are_refused_at_parse() {
                     p.manifest().base_size() - u64::from(p.manifest().slice_len(i as u32)) + 1;
                 bad[at + 16..at + 24].copy_from_slice(&arg.to_le_bytes());
             }
-            Method::Patch => bad[at + 16] = 2, // unknown patch format
+            Method::Patch => bad[at + 16] = 3, // unknown patch format (1 and 2 are defined)
             _ => continue,
         }
         fix_trailer(&mut bad);
@@ -322,9 +322,121 @@ fn delta_records_out_of_range_are_refused_at_parse() {
             "record {i}"
         );
     }
+    // Patch format 2 reads base bytes around each add, so an in-place delta may not use it.
+    let mut o = options();
+    o.slice_log2 = 12;
+    let (old, new) = (noise(4 * 4096, 3), noise(4 * 4096, 3));
+    let mut new = new;
+    new[100..110].copy_from_slice(b"0123456789");
+    let inplace = otapack::build::build_in_place(
+        &raw_image(old),
+        &raw_image(new),
+        &o,
+        4096,
+        &[&key("test-ed25519")],
+    )
+    .unwrap();
+    let p = Package::parse(&inplace).unwrap();
+    assert_eq!(p.manifest().kind(), Kind::DeltaInPlace);
+    let table = 32 + 136 + p.manifest().tlv_len() as usize;
+    let i = p
+        .manifest()
+        .slices()
+        .position(|r| r.method() == Method::Patch)
+        .expect("a patch slice");
+    let mut bad = inplace.clone();
+    bad[table + i * 96 + 16] = 2;
+    fix_trailer(&mut bad);
+    assert!(matches!(Package::parse(&bad), Err(Error::Malformed { .. })));
     // A full package may not use copy or patch: flip the kind of a delta to full.
     let mut bad = pkg.clone();
     bad[32 + 2] = 0;
     fix_trailer(&mut bad);
     assert!(Package::parse(&bad).is_err());
+}
+
+/// A synthetic Thumb firmware: functions of random non-call halfwords with `BL` calls to other
+/// functions, each followed by a literal pool of pointers to functions (load address
+/// `ADDRESS`). `sizes` are the functions' code lengths in words; `calls` and `pointers` pick
+/// targets by index.
+const ADDRESS: u32 = 0x0800_0000;
+
+fn thumb_image(
+    sizes: &[usize],
+    calls: &[(usize, usize, usize)],
+    pool: usize,
+    seed: u64,
+) -> Vec<u8> {
+    let mut starts = Vec::new();
+    let mut at = 0usize;
+    for &s in sizes {
+        starts.push(at);
+        at += 4 * (s + pool);
+    }
+    let mut img = vec![0u8; at];
+    for (f, &s) in sizes.iter().enumerate() {
+        // Each function's code depends on its index alone, so growing one leaves the others.
+        let mut rng = (seed ^ f as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for w in 0..s {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Two halfwords below 0x8000: never a BL half.
+            let v = (rng as u32) & 0x7FFF_7FFF;
+            img[starts[f] + 4 * w..][..4].copy_from_slice(&v.to_le_bytes());
+        }
+        for p in 0..pool {
+            let target = starts[(f + p + 1) % sizes.len()] as u32 + ADDRESS;
+            img[starts[f] + 4 * (s + p)..][..4].copy_from_slice(&target.to_le_bytes());
+        }
+    }
+    for &(f, w, t) in calls {
+        let (f, t) = (f % sizes.len(), t % sizes.len());
+        let from = starts[f] + 4 * (w % sizes[f]);
+        let n = (starts[t] as u32).wrapping_sub(from as u32 + 4);
+        let h = 0xF000u16 | ((n >> 12) & 0x7FF) as u16;
+        let l = 0xF800u16 | ((n >> 1) & 0x7FF) as u16;
+        img[from..from + 2].copy_from_slice(&h.to_le_bytes());
+        img[from + 2..from + 4].copy_from_slice(&l.to_le_bytes());
+    }
+    img
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Re-linked Thumb firmware (an early function grew, so everything after it moved): the delta
+    /// round-trips through the device applier, and patch format 2 is chosen for some slice
+    /// because predicting the moved calls and pointers makes it smaller.
+    #[test]
+    fn moved_thumb_code_round_trips_with_predicted_references(
+        sizes in proptest::collection::vec(8usize..200, 20..60),
+        calls in proptest::collection::vec((0usize..64, 0usize..200, 0usize..64), 50..400),
+        grow in (0usize..3, 1usize..12),
+        seed in any::<u64>(),
+    ) {
+        let old = thumb_image(&sizes, &calls, 3, seed);
+        let mut bigger = sizes.clone();
+        bigger[grow.0 % sizes.len()] += grow.1;
+        let new = thumb_image(&bigger, &calls, 3, seed);
+        let mut o = options();
+        o.slice_log2 = 12;
+        o.zstd_window_log = 12;
+        let image = |data: Vec<u8>| {
+            let mut i = raw_image(data);
+            i.load_address = ADDRESS.into();
+            i
+        };
+        let delta = build_delta(&image(old.clone()), &image(new.clone()), &o, &[]).unwrap();
+        let lax = Policy { required_signatures: 0, allow_unsigned: true };
+        prop_assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
+        let p = Package::parse(&delta).unwrap();
+        let formats: Vec<u64> = p
+            .manifest()
+            .slices()
+            .filter(|r| r.method() == Method::Patch)
+            .map(|r| r.arg())
+            .collect();
+        prop_assert!(formats.contains(&2), "patch formats {:?}", formats);
+    }
 }

@@ -343,9 +343,13 @@ impl<'a> Manifest<'a> {
                     if self.zstd_window_log() == 0 {
                         return Err(not_allowed);
                     }
+                    // Format 2 reads base bytes around each add run, so only where the
+                    // whole base is readable (kind 1).
                     data > 0
                         && data < u64::from(slice_len)
-                        && rec.arg() == crate::patch::PATCH_FORMAT_1
+                        && (rec.arg() == crate::patch::PATCH_FORMAT_1
+                            || (rec.arg() == crate::patch::PATCH_FORMAT_2
+                                && self.kind() == Kind::Delta))
                 }
             };
             if !ok {
