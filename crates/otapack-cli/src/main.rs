@@ -640,9 +640,14 @@ fn inspect(a: InspectArgs) -> Result<(), Error> {
         "slice", "method", "offset", "length"
     );
     for s in &info.slices {
+        // A patch names its format (2: predicted references).
+        let method = match s.method {
+            "patch" => format!("patch{}", s.arg),
+            m => m.to_string(),
+        };
         println!(
             "{:>6} {:>6} {:>10} {:>8}  {}",
-            s.index, s.method, s.payload_offset, s.payload_len, s.slice_sha256
+            s.index, method, s.payload_offset, s.payload_len, s.slice_sha256
         );
     }
     Ok(())
