@@ -388,9 +388,14 @@ fn encode_into(mut out: alloc::vec::Vec<u8>, ops: &[Op<'_>]) -> alloc::vec::Vec<
 mod tests {
     use super::*;
 
-    fn apply(stream: &[u8], base: &[u8], len: usize, piece: usize) -> Result<alloc::vec::Vec<u8>> {
+    /// Feeds `stream` to `d` in pieces of `piece` bytes and returns what it produced.
+    fn feed_all(
+        mut d: PatchDecoder,
+        stream: &[u8],
+        base: &[u8],
+        piece: usize,
+    ) -> Result<alloc::vec::Vec<u8>> {
         let mut out = alloc::vec::Vec::new();
-        let mut d = PatchDecoder::new(0, len as u64, base.len() as u64);
         let mut b = base;
         for chunk in stream.chunks(piece.max(1)) {
             d.feed(chunk, &mut b, &mut |p| {
@@ -399,6 +404,12 @@ mod tests {
             })?;
         }
         d.finish()?;
+        Ok(out)
+    }
+
+    fn apply(stream: &[u8], base: &[u8], len: usize, piece: usize) -> Result<alloc::vec::Vec<u8>> {
+        let d = PatchDecoder::new(0, len as u64, base.len() as u64);
+        let out = feed_all(d, stream, base, piece)?;
         assert_eq!(out.len(), len);
         Ok(out)
     }
@@ -541,19 +552,9 @@ mod tests {
         len: usize,
         piece: usize,
     ) -> Result<alloc::vec::Vec<u8>> {
-        let mut out = alloc::vec::Vec::new();
-        let mut d =
-            PatchDecoder::with_format(PATCH_FORMAT_2, 0, start, len as u64, base.len() as u64)
-                .unwrap();
-        let mut b = base;
-        for chunk in stream.chunks(piece.max(1)) {
-            d.feed(chunk, &mut b, &mut |p| {
-                out.extend_from_slice(p);
-                Ok(())
-            })?;
-        }
-        d.finish()?;
-        Ok(out)
+        let d = PatchDecoder::with_format(PATCH_FORMAT_2, 0, start, len as u64, base.len() as u64)
+            .unwrap();
+        feed_all(d, stream, base, piece)
     }
 
     /// Base for the format-2 examples: a Thumb `BL` at 0 calling offset 8 (F000 F802), and at 4
