@@ -178,8 +178,8 @@ impl PatchDecoder {
                 self.entry_start = u32::try_from(start).map_err(|_| bad)?;
                 self.phase = Phase::MapShift;
             }
-            _ => {
-                // MapShift: a zigzag change from the shift before (0 before the first).
+            Phase::MapShift => {
+                // A zigzag change from the shift before (0 before the first).
                 let p = self.predict.as_mut().ok_or(bad)?;
                 let before = p.entries().last().map_or(0, |&(_, s)| s);
                 let change = ((v >> 1) as i64 ^ -((v & 1) as i64)) as u32;
@@ -192,6 +192,7 @@ impl PatchDecoder {
                     Phase::MapStart
                 };
             }
+            _ => return Err(bad), // not a header phase
         }
         Ok(())
     }

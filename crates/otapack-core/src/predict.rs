@@ -25,7 +25,7 @@
 //!
 //! A halfword cannot be both a BL's first half (`11110…`) and its second (`11111…`), so BLs
 //! never overlap and each byte belongs to at most one. The rules read base bytes up to 5 before
-//! and 6 after the byte predicted, never outside the base. The prediction depends only on the
+//! and 5 after the byte predicted, never outside the base. The prediction depends only on the
 //! base, the header and `d`, never on how the op stream was cut into pieces.
 
 use crate::error::Result;

@@ -361,18 +361,16 @@ fn encode_delta_slice(
             slice_sha256: best.slice_sha256,
         });
     }
-    let formats = [(PATCH_FORMAT_1, None), (PATCH_FORMAT_2, predict)];
+    let formats =
+        std::iter::once((PATCH_FORMAT_1, None)).chain(predict.map(|p| (PATCH_FORMAT_2, Some(p))));
     for (format, p) in formats {
-        if format == PATCH_FORMAT_2 && p.is_none() {
-            continue;
-        }
         let Some(stream) = crate::delta::patch_stream_with(old, new, start, s.len(), matches, p)
         else {
             continue;
         };
         let payload = zstd_compress(&stream, opts.zstd_level, window_log, opts.block_log())?;
         if payload.len() < best.payload.len()
-            && crate::delta::patch_rebuilds_at(old, &payload, format, start, s, window)
+            && crate::delta::patch_rebuilds(old, &payload, format, start, s, window)
         {
             best = Encoded {
                 method: Method::Patch,

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use otapack_core::decode::WindowedBase;
-use otapack_core::patch::{encode, encode_format2, Op, PatchDecoder, PATCH_FORMAT_1};
+use otapack_core::patch::{encode, encode_format2, Op, PatchDecoder, MAX_STREAM_FACTOR};
 use otapack_core::predict::{Predict, MAX_MAP_ENTRIES};
 use std::ops::Range;
 
@@ -214,17 +214,13 @@ pub fn patch_stream_with(
     })
 }
 
-/// Whether a zstd-compressed format-1 op stream rebuilds `slice` from `old` through the device's
-/// op decoder, reading only old bytes inside `window`.
-pub fn patch_rebuilds(old: &[u8], payload: &[u8], slice: &[u8], window: &Range<usize>) -> bool {
-    patch_rebuilds_at(old, payload, PATCH_FORMAT_1, 0, slice, window)
-}
-
 /// Whether a zstd-compressed op stream of patch format `format` rebuilds `slice` (at new-image
 /// offset `start`) from `old` through the device's op decoder, reading only old bytes inside
 /// `window` (the frame is decoded with libzstd here; the finished package is then verified
-/// whole through the device path, otapack-zstd included, before it is written).
-pub fn patch_rebuilds_at(
+/// whole through the device path, otapack-zstd included, before it is written). The stream must
+/// also keep to the device's length bound, `MAX_STREAM_FACTOR` bytes per slice byte, which a
+/// format-2 header could break on a short slice.
+pub fn patch_rebuilds(
     old: &[u8],
     payload: &[u8],
     format: u64,
@@ -235,6 +231,9 @@ pub fn patch_rebuilds_at(
     let Ok(stream) = zstd::bulk::decompress(payload, 32 * slice.len() + 64) else {
         return false;
     };
+    if stream.len() as u64 > MAX_STREAM_FACTOR * slice.len() as u64 {
+        return false;
+    }
     let mut out = Vec::with_capacity(slice.len());
     let Some(mut d) = PatchDecoder::with_format(
         format,

@@ -440,3 +440,43 @@ proptest! {
         prop_assert!(formats.contains(&2), "patch formats {:?}", formats);
     }
 }
+
+/// A format-2 header can make a short slice's op stream longer than the device allows
+/// (`MAX_STREAM_FACTOR` bytes per slice byte); the builder's rebuild check refuses it, so such a
+/// patch is never chosen, even though the ops themselves rebuild the slice.
+#[test]
+fn a_format_2_stream_over_the_length_bound_is_not_kept() {
+    use otapack::otapack_core::patch::{encode_format2, PATCH_FORMAT_2};
+    use otapack::otapack_core::predict::{Predict, ALL_FLAGS};
+    let old = vec![0x11u8; 64];
+    let slice = [0x11u8, 0x22];
+    let ops = [Op {
+        seek: 0,
+        add: &[0],
+        copy: &[0x22],
+    }];
+    let payload = |entries: &[(u32, u32)]| {
+        let p = Predict::new(ALL_FLAGS, 0, entries).unwrap();
+        zstd::bulk::compress(&encode_format2(&p, &ops), 3).unwrap()
+    };
+    let window = 0..old.len();
+    // 3 header bytes + 5 op bytes: within 8 x 2.
+    assert!(otapack::delta::patch_rebuilds(
+        &old,
+        &payload(&[]),
+        PATCH_FORMAT_2,
+        0,
+        &slice,
+        &window
+    ));
+    // Eight map entries (2 bytes each) make the stream 3 + 16 + 5 = 24 bytes > 16.
+    let eight: Vec<(u32, u32)> = (1..=8).map(|i| (i, i)).collect();
+    assert!(!otapack::delta::patch_rebuilds(
+        &old,
+        &payload(&eight),
+        PATCH_FORMAT_2,
+        0,
+        &slice,
+        &window
+    ));
+}
