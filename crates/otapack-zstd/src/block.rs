@@ -58,8 +58,8 @@ impl Tables {
 }
 
 /// Writes one block's output into the ring, checking every bound: the block's size, and that
-/// matches reach only into the window and the frame's output.
-pub(crate) struct Writer<'r> {
+/// matches reach only into the window and the frame's output (and its prefix, if it has one).
+pub(crate) struct Writer<'r, 'p> {
     pub(crate) ring: &'r mut [u8],
     /// Where the block starts in the ring, and its bytes so far.
     pub(crate) start: usize,
@@ -68,9 +68,12 @@ pub(crate) struct Writer<'r> {
     pub(crate) window: u64,
     /// The frame's output before this block.
     pub(crate) before: u64,
+    /// The frame's prefix and its length (0: none).
+    pub(crate) prefix: Option<&'p mut dyn crate::Prefix>,
+    pub(crate) prefix_len: u64,
 }
 
-impl Writer<'_> {
+impl Writer<'_, '_> {
     fn at(&self, offset: usize) -> usize {
         (self.start + offset) % self.ring.len()
     }
@@ -90,6 +93,31 @@ impl Writer<'_> {
         let at = self.grow(data.len())?;
         let to = self.at(at);
         write_wrapped(self.ring, to, data)
+    }
+
+    /// Appends `n` bytes of the prefix from offset `at` (the head of a match that reaches
+    /// before the content), read straight into the ring.
+    fn prefix_bytes(&mut self, at: u64, n: usize) -> Result<(), Error> {
+        if at.checked_add(n as u64).is_none_or(|e| e > self.prefix_len) {
+            return Err(Error::Corrupt("match offset beyond the prefix"));
+        }
+        if self.prefix.is_none() {
+            return Err(Error::Corrupt("match offset beyond the window"));
+        }
+        let to = self.grow(n)?;
+        let Some(prefix) = self.prefix.as_deref_mut() else {
+            return Err(Error::Corrupt("match offset beyond the window"));
+        };
+        let to = (self.start + to) % self.ring.len();
+        let first = n.min(self.ring.len() - to);
+        let (head, tail) = self.ring.split_at_mut(to);
+        let a = tail.get_mut(..first).ok_or(Error::Corrupt("ring"))?;
+        prefix.read(at, a)?;
+        let b = head.get_mut(..n - first).ok_or(Error::Corrupt("ring"))?;
+        if !b.is_empty() {
+            prefix.read(at + first as u64, b)?;
+        }
+        Ok(())
     }
 
     /// Appends `n` copies of `byte` (an RLE block).
@@ -229,7 +257,7 @@ fn literals_header(body: &[u8]) -> Result<LiteralsHeader, Error> {
 /// Decodes a compressed block's body into `w`.
 pub(crate) fn decode_compressed(
     t: &mut Tables,
-    w: &mut Writer<'_>,
+    w: &mut Writer<'_, '_>,
     body: &[u8],
 ) -> Result<(), Error> {
     let corrupt = |what| Error::Corrupt(what);
@@ -398,7 +426,7 @@ fn ml_code(code: u8) -> (u32, u8) {
 /// ring's far end, then the match), so no sequence is ever stored.
 fn sequences(
     t: &mut Tables,
-    w: &mut Writer<'_>,
+    w: &mut Writer<'_, '_>,
     src: &[u8],
     lit_start: usize,
     lits: usize,
@@ -494,13 +522,22 @@ fn sequences(
                 return Err(corrupt("block decodes to more than its maximum"));
             }
             let available = w.before + w.len as u64;
-            if offset > w.window || offset > available {
+            if offset > w.window || offset > available.saturating_add(w.prefix_len) {
                 return Err(corrupt("match offset beyond the window"));
             }
-            let to = w.grow(match_len)?;
+            // A match that starts in the prefix: its head comes from there, and the rest (if
+            // it runs past the prefix's end) from the content's start, `offset` back as ever.
+            let mut left = match_len;
+            if offset > available {
+                let back = offset - available;
+                let n = back.min(match_len as u64) as usize;
+                w.prefix_bytes(w.prefix_len - back, n)?;
+                left -= n;
+            }
+            let to = w.grow(left)?;
             let r = w.ring.len();
             let from = (w.at(to) + r - (offset as usize % r)) % r;
-            copy_wrapped(w.ring, from, w.at(to), match_len)?;
+            copy_wrapped(w.ring, from, w.at(to), left)?;
             matched += match_len;
         }
         if br.bits_remaining() != 0 {

@@ -27,6 +27,14 @@
 //! [`Decoder::decode_block`] for each block (each call hands back that block's output, still
 //! in the ring, valid until the next call), then [`Decoder::checksum`] against the frame's
 //! 4-byte trailer when it has one.
+//!
+//! A frame may also be decoded against a *prefix*: bytes that precede its content without
+//! being part of it, as libzstd's `ZSTD_CCtx_refPrefix` (and `zstd --patch-from`) writes them.
+//! The prefix is not held in the ring: a match that reaches before the content's start reads
+//! it through [`Prefix`] (otapack reads the old image from flash), so the ring still holds only
+//! the content. [`Decoder::begin_frame_with_prefix`] bounds the *content* by the window instead
+//! of the frame's declared window (which covers prefix and content), and
+//! [`Decoder::decode_block_with`] passes the reader.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -51,6 +59,8 @@ pub enum Error {
     RingSize { needed: usize },
     /// A frame feature this decoder does not take (a dictionary).
     Unsupported(&'static str),
+    /// The [`Prefix`] reader failed (its own error says why).
+    Prefix,
     /// [`Decoder::decode_block`] without a frame begun, or after its last block.
     NoFrame,
 }
@@ -68,6 +78,7 @@ impl core::fmt::Display for Error {
             Error::RingSize { needed } => write!(f, "zstd ring must be {needed} bytes"),
             Error::Unsupported(what) => write!(f, "unsupported zstd frame: {what}"),
             Error::NoFrame => f.write_str("no zstd frame begun"),
+            Error::Prefix => f.write_str("the frame's prefix could not be read"),
         }
     }
 }
@@ -156,6 +167,15 @@ impl FrameHeader {
     }
 }
 
+/// The bytes before a frame's content that its matches may reach into (see the crate
+/// documentation): read on demand, never held.
+pub trait Prefix {
+    /// Reads `buf.len()` bytes from offset `at` of the prefix. The decoder asks only for bytes
+    /// below the prefix length given to [`Decoder::begin_frame_with_prefix`]. An error (by
+    /// convention [`Error::Prefix`]) stops the frame and is returned as it is.
+    fn read(&mut self, at: u64, buf: &mut [u8]) -> Result<(), Error>;
+}
+
 /// The ring a frame of window `window` and blocks of at most `block` bytes needs.
 pub const fn ring_len(window: usize, block: usize) -> usize {
     window + block
@@ -192,6 +212,8 @@ pub struct Decoder {
     ring: usize,
     pos: usize,
     produced: u64,
+    /// The frame's prefix length (0: none).
+    prefix: u64,
     in_frame: bool,
     hash: twox_hash::XxHash64,
 }
@@ -221,6 +243,7 @@ impl Decoder {
             ring: 0,
             pos: 0,
             produced: 0,
+            prefix: 0,
             in_frame: false,
             hash: twox_hash::XxHash64::with_seed(0),
         }
@@ -243,10 +266,49 @@ impl Decoder {
                 window: header.window_size,
             });
         }
+        self.start(header, header.window_size, max_block, ring, 0)
+    }
+
+    /// Starts the frame `header`, whose matches may reach `prefix_len` bytes before its
+    /// content into a [`Prefix`] passed to each [`decode_block_with`](Self::decode_block_with).
+    /// The frame must declare its content size, at most `max_content`: the ring holds the
+    /// content only, so it must be exactly `ring` bytes, at least
+    /// [`ring_len`]`(max_content, max_block)`. The declared window is not bounded (it covers
+    /// the prefix); a match is held to the prefix and the content produced before it.
+    pub fn begin_frame_with_prefix(
+        &mut self,
+        header: &FrameHeader,
+        max_content: u64,
+        max_block: usize,
+        ring: usize,
+        prefix_len: u64,
+    ) -> Result<(), Error> {
+        self.in_frame = false;
+        let content = header.content_size.ok_or(Error::Corrupt(
+            "a frame with a prefix must declare its size",
+        ))?;
+        if content > max_content {
+            return Err(Error::WindowTooLarge { window: content });
+        }
+        let reach = content.saturating_add(prefix_len);
+        self.start(header, content, max_block, ring, prefix_len)?;
+        self.window = reach;
+        Ok(())
+    }
+
+    /// Sets up a frame whose ring must hold `held` bytes of output besides the block.
+    fn start(
+        &mut self,
+        header: &FrameHeader,
+        held: u64,
+        max_block: usize,
+        ring: usize,
+        prefix: u64,
+    ) -> Result<(), Error> {
         let block_max = (header.window_size.min(MAX_BLOCK as u64) as usize).min(max_block);
         // In u64: a window that does not fit usize (32-bit targets) must not wrap around. An
         // empty ring is refused even for an empty frame, so ring positions never divide by 0.
-        let needed = header.window_size.saturating_add(block_max as u64).max(1);
+        let needed = held.saturating_add(block_max as u64).max(1);
         if (ring as u64) < needed || max_block > MAX_BLOCK {
             return Err(Error::RingSize {
                 needed: usize::try_from(needed).unwrap_or(usize::MAX),
@@ -258,6 +320,7 @@ impl Decoder {
         self.ring = ring;
         self.pos = 0;
         self.produced = 0;
+        self.prefix = prefix;
         self.in_frame = true;
         self.hash = twox_hash::XxHash64::with_seed(0);
         Ok(())
@@ -300,6 +363,18 @@ impl Decoder {
         ring: &'r mut [u8],
         block: &[u8],
     ) -> Result<Output<'r>, Error> {
+        self.decode_block_with(ring, block, None)
+    }
+
+    /// [`decode_block`](Self::decode_block) for a frame begun with
+    /// [`begin_frame_with_prefix`](Self::begin_frame_with_prefix): a match that reaches before
+    /// the content reads `prefix` (none given: such a match is corrupt).
+    pub fn decode_block_with<'r>(
+        &mut self,
+        ring: &'r mut [u8],
+        block: &[u8],
+        prefix: Option<&mut dyn Prefix>,
+    ) -> Result<Output<'r>, Error> {
         if !self.in_frame {
             return Err(Error::NoFrame);
         }
@@ -329,6 +404,8 @@ impl Decoder {
             block_max: self.block_max,
             window: self.window,
             before: self.produced,
+            prefix: prefix.filter(|_| self.prefix > 0),
+            prefix_len: self.prefix,
         };
         match header.first().map(|h| (h >> 1) & 3) {
             Some(0) => w.literal_bytes(body)?,

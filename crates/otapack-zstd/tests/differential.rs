@@ -2,16 +2,49 @@
 //! checksum or not) decodes to the same bytes; frames libzstd refuses are refused; corrupted
 //! frames never panic.
 
-use otapack_zstd::{ring_len, Decoder, Error, FrameHeader};
+use otapack_zstd::{ring_len, Decoder, Error, FrameHeader, Prefix};
 use proptest::prelude::*;
 use zstd::zstd_safe::CParameter;
 
 /// Decodes one whole frame with a ring sized for `max_window` and `max_block`.
 fn decode(frame: &[u8], max_window: usize, max_block: usize) -> Result<Vec<u8>, Error> {
+    decode_with(frame, max_window, max_block, None)
+}
+
+/// A prefix held in memory, counting what was read of it.
+struct Held<'a>(&'a [u8], usize);
+
+impl Prefix for Held<'_> {
+    fn read(&mut self, at: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let at = usize::try_from(at).map_err(|_| Error::Prefix)?;
+        let src = self.0.get(at..at + buf.len()).ok_or(Error::Prefix)?;
+        buf.copy_from_slice(src);
+        self.1 += buf.len();
+        Ok(())
+    }
+}
+
+/// [`decode`], against `prefix` when given (a frame of content at most `max_window`).
+fn decode_with(
+    frame: &[u8],
+    max_window: usize,
+    max_block: usize,
+    prefix: Option<&[u8]>,
+) -> Result<Vec<u8>, Error> {
     let header = FrameHeader::parse(frame)?.ok_or(Error::Corrupt("short header"))?;
     let mut ring = vec![0u8; ring_len(max_window, max_block)];
     let mut dec = Decoder::new();
-    dec.begin_frame(&header, max_window as u64, max_block, ring.len())?;
+    let mut held = prefix.map(|p| Held(p, 0));
+    match &held {
+        Some(h) => dec.begin_frame_with_prefix(
+            &header,
+            max_window as u64,
+            max_block,
+            ring.len(),
+            h.0.len() as u64,
+        )?,
+        None => dec.begin_frame(&header, max_window as u64, max_block, ring.len())?,
+    }
     let mut rest = &frame[header.len..];
     let mut out = Vec::new();
     loop {
@@ -21,7 +54,11 @@ fn decode(frame: &[u8], max_window: usize, max_block: usize) -> Result<Vec<u8>, 
         }
         let (block, tail) = rest.split_at(n);
         rest = tail;
-        let o = dec.decode_block(&mut ring, block)?;
+        let o = dec.decode_block_with(
+            &mut ring,
+            block,
+            held.as_mut().map(|h| h as &mut dyn Prefix),
+        )?;
         out.extend_from_slice(o.first);
         out.extend_from_slice(o.second);
         if o.last {
@@ -61,6 +98,27 @@ fn compress(
         c.set_parameter(CParameter::MaxBlockSize(1 << b)).unwrap();
     }
     c.compress(data).unwrap()
+}
+
+/// One frame of `data` written against `prefix` (libzstd's `ZSTD_CCtx_refPrefix`, what
+/// `zstd --patch-from` does), its window covering both.
+fn compress_with_prefix(data: &[u8], prefix: &[u8], level: i32, block_log: u32) -> Vec<u8> {
+    use zstd::zstd_safe::CCtx;
+    let mut c = CCtx::create();
+    let reach = (prefix.len() + data.len())
+        .next_power_of_two()
+        .trailing_zeros();
+    c.set_parameter(CParameter::CompressionLevel(level))
+        .unwrap();
+    c.set_parameter(CParameter::WindowLog(reach.max(10)))
+        .unwrap();
+    c.set_parameter(CParameter::ContentSizeFlag(true)).unwrap();
+    c.set_parameter(CParameter::MaxBlockSize(1 << block_log))
+        .unwrap();
+    c.ref_prefix(prefix).unwrap();
+    let mut out = Vec::with_capacity(data.len() + 1024);
+    c.compress2(&mut out, data).unwrap();
+    out
 }
 
 /// Data that looks like firmware and patches: runs of zeros, repeats at varied distances,
@@ -135,6 +193,139 @@ proptest! {
             prop_assert_eq!(Some(out), theirs.as_ref().ok());
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
+
+    /// A frame written against a prefix (a new slice against the old image) decodes to the
+    /// same bytes with the prefix read on demand, its content alone held in the ring.
+    #[test]
+    fn decodes_frames_written_against_a_prefix(
+        prefix in firmware_like(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..40),
+        take in (any::<prop::sample::Index>(), 1usize..9000),
+        tail in proptest::collection::vec(any::<u8>(), 0..300),
+        level in prop_oneof![Just(3), Just(19)],
+        block_log in 10u32..=13,
+    ) {
+        // The content: an edited stretch of the prefix, then something new.
+        let mut data: Vec<u8> = if prefix.is_empty() {
+            Vec::new()
+        } else {
+            let from = take.0.index(prefix.len());
+            prefix[from..(from + take.1).min(prefix.len())].to_vec()
+        };
+        for (at, b) in &edits {
+            if !data.is_empty() {
+                let i = at.index(data.len());
+                data[i] = *b;
+            }
+        }
+        data.extend_from_slice(&tail);
+        let frame = compress_with_prefix(&data, &prefix, level, block_log);
+        let window = data.len().next_power_of_two().max(1024);
+        let block = (1usize << block_log).min(window);
+        prop_assert_eq!(decode_with(&frame, window, block, Some(&prefix)), Ok(data.clone()));
+        // Without its prefix, a frame that used it is refused.
+        if let Ok(out) = decode(&frame, window, block) {
+            prop_assert_eq!(out, data);
+        }
+    }
+
+    #[test]
+    fn corrupted_prefix_frames_are_refused_or_decode_like_libzstd(
+        prefix in firmware_like(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+    ) {
+        let data: Vec<u8> = prefix.iter().rev().take(5000).map(|b| b ^ 1).chain(prefix.iter().take(3000).copied()).collect();
+        let mut frame = compress_with_prefix(&data, &prefix, 19, 12);
+        for (at, x) in flips {
+            let i = at.index(frame.len());
+            frame[i] ^= x;
+        }
+        let ours = decode_with(&frame, 8192, 4096, Some(&prefix));
+        let mut d = zstd::zstd_safe::DCtx::create();
+        d.ref_prefix(&prefix[..]).unwrap();
+        let mut theirs = Vec::with_capacity(1 << 16);
+        let theirs = d.decompress(&mut theirs, &frame).map(|_| theirs);
+        if let Ok(out) = &ours {
+            prop_assert_eq!(Some(out), theirs.as_ref().ok());
+        }
+    }
+}
+
+#[test]
+fn a_match_into_the_prefix_reads_only_what_it_copies() {
+    let prefix: Vec<u8> = (0..50_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    // 3,000 bytes from the prefix's middle, then 1,000 from its start.
+    let data: Vec<u8> = prefix[20_000..23_000]
+        .iter()
+        .chain(&prefix[..1000])
+        .copied()
+        .collect();
+    let frame = compress_with_prefix(&data, &prefix, 19, 12);
+    assert!(
+        frame.len() < 100,
+        "{} bytes: the matches were not found",
+        frame.len()
+    );
+    let header = FrameHeader::parse(&frame).unwrap().unwrap();
+    let mut dec = Decoder::new();
+    let mut ring = vec![0u8; ring_len(4096, 4096)];
+    // The content (4,000 bytes) is bounded, not the declared window.
+    assert_eq!(
+        dec.begin_frame_with_prefix(&header, 2048, 4096, ring.len(), 50_000),
+        Err(Error::WindowTooLarge { window: 4000 })
+    );
+    dec.begin_frame_with_prefix(&header, 4096, 4096, ring.len(), 50_000)
+        .unwrap();
+    let mut held = Held(&prefix, 0);
+    let mut rest = &frame[header.len..];
+    let mut out = Vec::new();
+    loop {
+        let n = dec.block_len(rest).unwrap().unwrap();
+        let (block, tail) = rest.split_at(n);
+        rest = tail;
+        let o = dec
+            .decode_block_with(&mut ring, block, Some(&mut held))
+            .unwrap();
+        out.extend_from_slice(o.first);
+        out.extend_from_slice(o.second);
+        if o.last {
+            break;
+        }
+    }
+    assert_eq!(out, data);
+    // Nearly every byte came from the prefix, none twice (libzstd may keep a literal or two).
+    assert!((3_900..=4_000).contains(&held.1), "{} bytes read", held.1);
+    // A prefix shorter than the frame's matches reach is refused, and so is none at all;
+    // a reader that fails stops the frame.
+    assert!(matches!(
+        decode_with(&frame, 4096, 4096, Some(&prefix[..20_000])),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(matches!(
+        decode(&frame, 1 << 17, 4096),
+        Err(Error::Corrupt(_))
+    ));
+    struct Failing;
+    impl Prefix for Failing {
+        fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), Error> {
+            Err(Error::Prefix)
+        }
+    }
+    dec.begin_frame_with_prefix(&header, 4096, 4096, ring.len(), 50_000)
+        .unwrap();
+    let n = dec.block_len(&frame[header.len..]).unwrap().unwrap();
+    let block = &frame[header.len..header.len + n];
+    assert_eq!(
+        dec.decode_block_with(&mut ring, block, Some(&mut Failing))
+            .map(|o| o.len()),
+        Err(Error::Prefix)
+    );
 }
 
 #[test]
