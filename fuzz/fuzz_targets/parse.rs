@@ -117,6 +117,20 @@ fuzz_target!(|data: &[u8]| {
                 assert!(m.kind() != Kind::Full, "patch slice in a full package");
                 assert!(m.zstd_window_log() != 0 && !payload.is_empty());
             }
+            Method::ZstdRef => {
+                assert!(m.kind() != Kind::Full, "zstd-ref slice in a full package");
+                assert!(m.zstd_window_log() != 0 && !payload.is_empty());
+                let (start, len) = otapack_core::wire::slice::ref_region(rec.arg());
+                assert!(
+                    len > 0 && start + len <= m.base_size(),
+                    "prefix beyond the base"
+                );
+                let w = m.read_window(i as u32);
+                assert!(
+                    m.kind() != Kind::DeltaInPlace || (start >= w.start && start + len <= w.end),
+                    "in-place prefix outside its read window"
+                );
+            }
         }
         black_box((rec.method().name(), rec.slice_sha256()));
         let repr = SliceRepr::parse(&rec);

@@ -288,7 +288,7 @@ impl SliceDecoder {
         let slice = rec.index();
         let window = (manifest.kind() == Kind::DeltaInPlace).then(|| manifest.read_window(slice));
         #[cfg(feature = "zstd")]
-        if matches!(rec.method(), Method::Zstd | Method::Patch) {
+        if matches!(rec.method(), Method::Zstd | Method::Patch | Method::ZstdRef) {
             let wl = manifest.zstd_window_log();
             if !(MIN_WINDOW_LOG..=crate::wire::manifest::MAX_SLICE_LOG2).contains(&wl) {
                 return Err(Error::MethodNotAllowed {
@@ -381,7 +381,7 @@ impl SliceDecoder {
                 let bad = a.bad();
                 Active::out(&mut a.produced, &mut a.hash, a.len, bad, sink, data)
             }
-            Method::Zstd | Method::Patch => self.zstd_feed(data, base, sink),
+            Method::Zstd | Method::Patch | Method::ZstdRef => self.zstd_feed(data, base, sink),
             // fill and copy have no payload: `next_segment_len` is 0 for them.
             Method::Fill | Method::Copy => Err(a.bad()),
         }
@@ -439,7 +439,7 @@ impl SliceDecoder {
                 }
             }
             Method::Raw => {}
-            Method::Zstd | Method::Patch => {
+            Method::Zstd | Method::Patch | Method::ZstdRef => {
                 #[cfg(feature = "zstd")]
                 if a.frame != Frame::Done
                     || self.zstd.as_ref().is_some_and(|z| !z.pending.is_empty())
@@ -484,6 +484,10 @@ impl SliceDecoder {
             dec, ring, pending, ..
         } = z;
         loop {
+            if a.frame == Frame::Done && a.method == Method::ZstdRef && a.produced < a.len {
+                // A zstd-ref slice is a run of frames: the next one starts here.
+                a.frame = Frame::Header;
+            }
             if a.frame == Frame::Done {
                 if input.is_empty() && pending.is_empty() {
                     return Ok(());
@@ -598,6 +602,26 @@ fn unit_len(a: &Active, dec: &otapack_zstd::Decoder, buf: &[u8]) -> Result<Optio
     }
 }
 
+/// A `zstd-ref` slice's prefix: its base range, read through the base image, keeping the
+/// base's own error for the caller.
+#[cfg(feature = "zstd")]
+struct RefPrefix<'b> {
+    base: &'b mut dyn BaseImage,
+    start: u64,
+    failed: Option<Error>,
+}
+
+#[cfg(feature = "zstd")]
+impl otapack_zstd::Prefix for RefPrefix<'_> {
+    fn read(&mut self, at: u64, buf: &mut [u8]) -> core::result::Result<(), otapack_zstd::Error> {
+        let at = self.start.saturating_add(at);
+        self.base.read(at, buf).map_err(|e| {
+            self.failed = Some(e);
+            otapack_zstd::Error::Prefix
+        })
+    }
+}
+
 /// Decodes one whole unit (see [`unit_len`]) and passes what it produced on: to the patch
 /// decoder for a patch slice, else to the slice's output.
 #[cfg(feature = "zstd")]
@@ -624,17 +648,25 @@ fn decode_unit(
                 .filter(|h| h.len == unit.len())
                 .ok_or(bad)?;
             let block = crate::ram::zstd_block(a.window_log, a.block_log) as usize;
-            dec.begin_frame(&header, 1u64 << a.window_log, block, ring.len())
-                .map_err(|e| match e {
-                    otapack_zstd::Error::WindowTooLarge { .. } => Error::WindowTooLarge { slice },
-                    _ => bad,
-                })?;
-            let declared = header.content_size.ok_or(bad)?;
-            // A zstd slice declares exactly its length; a patch's op stream is bounded.
-            let ok = if a.method == Method::Zstd {
-                declared == a.len
+            let window = 1u64 << a.window_log;
+            let begun = if a.method == Method::ZstdRef {
+                let (_, prefix) = crate::wire::slice::ref_region(a.arg);
+                dec.begin_frame_with_prefix(&header, window, block, ring.len(), prefix)
             } else {
-                declared <= crate::patch::MAX_STREAM_FACTOR * a.len
+                dec.begin_frame(&header, window, block, ring.len())
+            };
+            begun.map_err(|e| match e {
+                otapack_zstd::Error::WindowTooLarge { .. } => Error::WindowTooLarge { slice },
+                _ => bad,
+            })?;
+            let declared = header.content_size.ok_or(bad)?;
+            // A zstd slice declares exactly its length; a patch's op stream is bounded; a
+            // zstd-ref frame holds some of what the slice still lacks (and at most the
+            // window, which `begin_frame_with_prefix` checked).
+            let ok = match a.method {
+                Method::Zstd => declared == a.len,
+                Method::ZstdRef => declared > 0 && declared <= a.len - a.produced,
+                _ => declared <= crate::patch::MAX_STREAM_FACTOR * a.len,
             };
             if !ok {
                 return Err(bad);
@@ -651,14 +683,30 @@ fn decode_unit(
             let (block, trailer) = unit
                 .split_at_checked(unit.len().saturating_sub(tail))
                 .ok_or(bad)?;
-            let out = dec.decode_block(ring, block).map_err(|_| bad)?;
+            let mut base = base;
+            let out = if a.method == Method::ZstdRef {
+                let base = base.as_mut().ok_or(Error::BaseRequired)?;
+                let (start, _) = crate::wire::slice::ref_region(a.arg);
+                let mut prefix = RefPrefix {
+                    base: &mut **base,
+                    start,
+                    failed: None,
+                };
+                let out = dec.decode_block_with(ring, block, Some(&mut prefix));
+                if let Some(e) = prefix.failed {
+                    return Err(e); // the base read's own error (flash, window)
+                }
+                out
+            } else {
+                dec.decode_block(ring, block)
+            }
+            .map_err(|_| bad)?;
             if out.last != last {
                 return Err(bad);
             }
             if dec.produced() > declared {
                 return Err(bad); // more than the frame declared
             }
-            let mut base = base;
             for piece in [out.first, out.second] {
                 if piece.is_empty() {
                     continue;

@@ -76,7 +76,7 @@ pub fn zstd_heap(window_log: u8, block_log: u8) -> u64 {
 pub fn needed(m: &Manifest<'_>) -> RamNeed {
     let zstd = m
         .slices()
-        .any(|r| matches!(r.method(), Method::Zstd | Method::Patch));
+        .any(|r| matches!(r.method(), Method::Zstd | Method::Patch | Method::ZstdRef));
     RamNeed {
         manifest_buffer: (HEADER_LEN + m.as_bytes().len()) as u64,
         payload_buffer: crate::apply::payload_buffer_len(m) as u64,

@@ -253,6 +253,53 @@ pub(crate) fn zstd_compress(
     c.compress(data).map_err(fail)
 }
 
+/// A `zstd-ref` payload: `data` cut into frames of `2^window_log` bytes (the last one
+/// shorter), each compressed against `prefix` (libzstd's `ZSTD_CCtx_refPrefix`, as
+/// `zstd --patch-from` does) with its content size recorded and no checksum. The device holds
+/// one frame's content in its zstd ring and reads the prefix from the base as matches need it.
+pub fn zstd_ref_compress(
+    prefix: &[u8],
+    data: &[u8],
+    level: i32,
+    window_log: u8,
+    block_log: u8,
+) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let fail = |e: zstd::zstd_safe::ErrorCode| {
+        Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(e)))
+    };
+    let frame_len = 1usize << window_log;
+    // The frame's window must reach over the prefix to its start.
+    let reach = (prefix.len() + frame_len)
+        .next_power_of_two()
+        .trailing_zeros();
+    let mut c = CCtx::create();
+    let mut out = Vec::new();
+    for chunk in data.chunks(frame_len) {
+        c.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters)
+            .map_err(fail)?;
+        c.set_parameter(CParameter::CompressionLevel(level))
+            .map_err(fail)?;
+        c.set_parameter(CParameter::WindowLog(reach.clamp(10, 30)))
+            .map_err(fail)?;
+        c.set_parameter(CParameter::ChecksumFlag(false))
+            .map_err(fail)?;
+        c.set_parameter(CParameter::ContentSizeFlag(true))
+            .map_err(fail)?;
+        c.set_parameter(CParameter::DictIdFlag(false))
+            .map_err(fail)?;
+        if block_log != 0 {
+            c.set_parameter(CParameter::MaxBlockSize(1 << block_log))
+                .map_err(fail)?;
+        }
+        c.ref_prefix(prefix).map_err(fail)?;
+        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(chunk.len()));
+        c.compress2(&mut frame, chunk).map_err(fail)?;
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
 /// Builds a full package for `image`, signed by `keys` (none: an unsigned package).
 pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> Result<Vec<u8>> {
     opts.check()?;
@@ -360,6 +407,22 @@ fn encode_delta_slice(
             payload: Vec::new(),
             slice_sha256: best.slice_sha256,
         });
+    }
+    // The slice in zstd frames whose matches also reach into the base (what
+    // `zstd --patch-from` does): wins where code changed too much for bsdiff-style add runs.
+    let region = crate::delta::ref_region(window, matches, start, s.len());
+    if let Some(prefix) = old.get(region.clone()).filter(|p| !p.is_empty()) {
+        let payload = zstd_ref_compress(prefix, s, opts.zstd_level, window_log, opts.block_log())?;
+        if payload.len() < best.payload.len()
+            && crate::delta::zstd_ref_rebuilds(prefix, &payload, s, window_log)
+        {
+            best = Encoded {
+                method: Method::ZstdRef,
+                arg: (region.start as u64) << 32 | region.len() as u64,
+                payload,
+                slice_sha256: best.slice_sha256,
+            };
+        }
     }
     let formats =
         std::iter::once((PATCH_FORMAT_1, None)).chain(predict.map(|p| (PATCH_FORMAT_2, Some(p))));
@@ -562,7 +625,7 @@ fn package(
     }
     let any_zstd = slices
         .iter()
-        .any(|s| matches!(s.method, Method::Zstd | Method::Patch));
+        .any(|s| matches!(s.method, Method::Zstd | Method::Patch | Method::ZstdRef));
     let mut manifest = ManifestRepr {
         kind,
         erase_value: opts.erase_value,

@@ -253,3 +253,73 @@ pub fn patch_rebuilds(
     };
     d.feed(&stream, &mut base, &mut sink).is_ok() && d.finish().is_ok() && out == slice
 }
+
+/// The most base bytes one `zstd-ref` slice refers to. libzstd indexes the whole prefix for
+/// every frame, so this bounds build time on large images (a whole base up to this size is
+/// used as it is).
+pub const MAX_REF_REGION: usize = 256 * 1024;
+
+/// The base range a `zstd-ref` encoding of the slice at `start` (`len` bytes) refers to: all
+/// of `window` when it is at most [`MAX_REF_REGION`], else that much of it centred on where
+/// the slice's matches read (weighted by length), or on the slice's own offset without them.
+pub fn ref_region(
+    window: &Range<usize>,
+    matches: &[Match],
+    start: usize,
+    len: usize,
+) -> Range<usize> {
+    if window.len() <= MAX_REF_REGION {
+        return window.clone();
+    }
+    let mut reads: Vec<(usize, usize)> = matches
+        .iter()
+        .filter(|m| m.add_len > 0)
+        .map(|m| (m.add_old + m.add_len / 2, m.add_len))
+        .collect();
+    reads.sort_unstable();
+    let total: usize = reads.iter().map(|r| r.1).sum();
+    let mut seen = 0;
+    let centre = reads
+        .iter()
+        .find(|r| {
+            seen += r.1;
+            2 * seen >= total
+        })
+        .map_or(start + len / 2, |r| r.0);
+    let lo = centre
+        .saturating_sub(MAX_REF_REGION / 2)
+        .clamp(window.start, window.end - MAX_REF_REGION);
+    lo..lo + MAX_REF_REGION
+}
+
+/// Whether a `zstd-ref` payload rebuilds `slice` against `prefix` (its base range): frames,
+/// each declaring a content size from 1 to `2^window_log`, decoded here with libzstd (the
+/// finished package is then verified whole through the device path, otapack-zstd included).
+pub fn zstd_ref_rebuilds(prefix: &[u8], payload: &[u8], slice: &[u8], window_log: u8) -> bool {
+    use zstd::zstd_safe::{get_frame_content_size, DCtx};
+    let mut rest = payload;
+    let mut out: Vec<u8> = Vec::with_capacity(slice.len());
+    let mut d = DCtx::create();
+    while !rest.is_empty() {
+        let Ok(n) = zstd::zstd_safe::find_frame_compressed_size(rest) else {
+            return false;
+        };
+        let Some(frame) = rest.get(..n) else {
+            return false;
+        };
+        let size = match get_frame_content_size(frame) {
+            Ok(Some(s)) if s > 0 && s <= 1u64 << window_log => s as usize,
+            _ => return false,
+        };
+        if d.ref_prefix(prefix).is_err() {
+            return false;
+        }
+        let mut buf = Vec::with_capacity(size);
+        match d.decompress(&mut buf, frame) {
+            Ok(m) if m == size => out.extend_from_slice(&buf),
+            _ => return false,
+        }
+        rest = &rest[n..];
+    }
+    out == slice
+}

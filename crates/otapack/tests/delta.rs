@@ -277,8 +277,10 @@ fn every_byte_flip_of_a_delta_package_is_rejected() {
         .slices()
         .map(|r| r.method())
         .collect();
+    // Small edits in noise: the edited slices are zstd-ref (a few matches into the base),
+    // the others copies.
     assert!(
-        methods.contains(&Method::Patch) && methods.contains(&Method::Copy),
+        methods.contains(&Method::ZstdRef) && methods.contains(&Method::Copy),
         "{methods:?}"
     );
     for i in 0..pkg.len() {
@@ -314,6 +316,13 @@ fn delta_records_out_of_range_are_refused_at_parse() {
                 bad[at + 16..at + 24].copy_from_slice(&arg.to_le_bytes());
             }
             Method::Patch => bad[at + 16] = 3, // unknown patch format (1 and 2 are defined)
+            Method::ZstdRef => {
+                // A prefix that runs one byte past the end of the base image.
+                let (start, len) = otapack_core::wire::slice::ref_region(rec.arg());
+                let arg = (start + 1) << 32 | len;
+                assert_eq!(start + len, p.manifest().base_size());
+                bad[at + 16..at + 24].copy_from_slice(&arg.to_le_bytes());
+            }
             _ => continue,
         }
         fix_trailer(&mut bad);
@@ -342,10 +351,16 @@ fn delta_records_out_of_range_are_refused_at_parse() {
     let i = p
         .manifest()
         .slices()
-        .position(|r| r.method() == Method::Patch)
-        .expect("a patch slice");
+        .position(|r| r.payload_len() > 0)
+        .expect("a slice with a payload");
+    // Its record as a patch: format 1 parses, format 2 does not.
     let mut bad = inplace.clone();
-    bad[table + i * 96 + 16] = 2;
+    let at = table + i * 96;
+    bad[at + 4] = Method::Patch as u8;
+    bad[at + 16..at + 24].copy_from_slice(&1u64.to_le_bytes());
+    fix_trailer(&mut bad);
+    assert!(Package::parse(&bad).is_ok());
+    bad[at + 16] = 2;
     fix_trailer(&mut bad);
     assert!(matches!(Package::parse(&bad), Err(Error::Malformed { .. })));
     // A full package may not use copy or patch: flip the kind of a delta to full.
@@ -479,4 +494,134 @@ fn a_format_2_stream_over_the_length_bound_is_not_kept() {
         &slice,
         &window
     ));
+}
+
+/// The zstd-ref example of docs/format.md §6.7: a 64-byte base, one 33-byte slice, and a
+/// one-frame payload whose first match starts 23 bytes before the content, in the prefix.
+const REF_BASE: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const REF_SLICE: &[u8; 33] = b"89abcdef0123456789abcdef01234567!";
+const REF_FRAME: [u8; 20] = [
+    0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x21, // magic; single segment, content size 33
+    0x5d, 0x00, 0x00, // last compressed block, 11 bytes
+    0x10, 0x38, 0x21, // 2 raw literals: "8", "!"
+    0x02, 0x00, 0x33, 0x11, 0xd8, 0x6e, 0x5e, 0x01, // 2 sequences, predefined tables
+];
+
+/// A signed delta package of one zstd-ref slice over `REF_BASE` (1 KiB window).
+fn ref_package(arg: u64, payload: &[u8], image: &[u8]) -> Vec<u8> {
+    use otapack::otapack_core::wire::manifest::ManifestRepr;
+    use otapack::otapack_core::wire::slice::SliceRepr;
+    use sha2::{Digest, Sha256};
+    let manifest = ManifestRepr {
+        kind: Kind::Delta,
+        erase_value: 0xFF,
+        slice_log2: 12,
+        zstd_window_log: 10,
+        security_counter: 0,
+        created: 1,
+        expires: None,
+        load_address: 0,
+        image_size: image.len() as u64,
+        image_sha256: Sha256::digest(image).into(),
+        base_size: REF_BASE.len() as u64,
+        base_sha256: Sha256::digest(REF_BASE).into(),
+        apply_descending: false,
+        zstd_block_log: 0,
+        segment_log: 0,
+        device_ram: 0,
+        software_version: "1".into(),
+        software_type: None,
+        hardware_versions: vec![],
+        slices: vec![SliceRepr {
+            index: 0,
+            method: Method::ZstdRef,
+            payload_offset: 0,
+            payload_len: payload.len() as u32,
+            arg,
+            payload_sha256: Sha256::digest(payload).into(),
+            slice_sha256: Sha256::digest(image).into(),
+        }],
+    }
+    .emit()
+    .unwrap();
+    signed(&manifest, payload)
+}
+
+#[test]
+fn zstd_ref_frame_pinned() {
+    let trusted = [pubkey("test-ed25519").key];
+    let strict = Policy::default();
+    let whole = 64; // prefix: all of the base
+    let pkg = ref_package(whole, &REF_FRAME, REF_SLICE);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict).unwrap(),
+        REF_SLICE
+    );
+    let applied = otapack::apply::apply_streaming(&pkg, &trusted, &strict, Some(REF_BASE), 1);
+    assert_eq!(applied.unwrap().image, REF_SLICE);
+    // The builder writes the same frame for the same input (libzstd 1.5.7, level 19).
+    assert_eq!(
+        otapack::build::zstd_ref_compress(REF_BASE, REF_SLICE, 19, 10, 0).unwrap(),
+        REF_FRAME
+    );
+
+    // Prefixes are read back from their end: base[1..64] serves as well as all of it.
+    let pkg = ref_package(1 << 32 | 63, &REF_FRAME, REF_SLICE);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict).unwrap(),
+        REF_SLICE
+    );
+    // The prefix one byte shorter: the match reads 23 bytes before the prefix's end, now
+    // base[40..55] ("89ab…") instead of base[41..56], so the slice fails its digest.
+    let pkg = ref_package(63, &REF_FRAME, REF_SLICE);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict),
+        Err(Error::SliceDigest { slice: 0 })
+    );
+    // A prefix shorter than the match reaches back: refused while decoding.
+    let pkg = ref_package(8, &REF_FRAME, REF_SLICE);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict),
+        Err(Error::Decode { slice: 0 })
+    );
+    // A byte after the slice is whole, and a slice one byte longer than its frames.
+    let pkg = ref_package(whole, &[&REF_FRAME[..], &[0x28]].concat(), REF_SLICE);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict),
+        Err(Error::Decode { slice: 0 })
+    );
+    let longer = [&REF_SLICE[..], b"?"].concat();
+    let pkg = ref_package(whole, &REF_FRAME, &longer);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict),
+        Err(Error::Decode { slice: 0 })
+    );
+    // Two frames that together make the slice: the second one repeats it.
+    let doubled = [&REF_SLICE[..], &REF_SLICE[..]].concat();
+    let two = [&REF_FRAME[..], &REF_FRAME[..]].concat();
+    let pkg = ref_package(whole, &two, &doubled);
+    assert_eq!(
+        verify_collect(&pkg, Some(REF_BASE), &trusted, &strict).unwrap(),
+        doubled
+    );
+}
+
+#[test]
+fn zstd_ref_records_are_checked_at_parse() {
+    let bad = |arg: u64| {
+        let mut pkg = ref_package(64, &REF_FRAME, REF_SLICE);
+        let table = 32 + 136 + Package::parse(&pkg).unwrap().manifest().tlv_len() as usize;
+        pkg[table + 16..table + 24].copy_from_slice(&arg.to_le_bytes());
+        fix_trailer(&mut pkg);
+        Package::parse(&pkg).map(|_| ())
+    };
+    let rules = Err(Error::Malformed {
+        what: "slice record fields break its method's rules",
+    });
+    assert_eq!(bad(64), Ok(()));
+    assert_eq!(bad(1 << 32 | 63), Ok(()));
+    assert_eq!(bad(1 << 32 | 64), rules); // one byte past the base
+    assert_eq!(bad(0), rules); // an empty prefix
+    assert_eq!(bad(64 << 32 | 1), rules);
+    assert_eq!(bad(u64::MAX), rules);
 }

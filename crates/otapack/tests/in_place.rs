@@ -9,14 +9,10 @@ use otapack::apply::apply_streaming;
 use otapack::build::{build_delta, build_in_place, build_in_place_ordered, BuildOptions};
 use otapack::image::{load, Image, LoadOptions};
 use otapack::in_place::apply_in_place;
-use otapack::otapack_core::package::signed_message;
 use otapack::otapack_core::patch::{encode, Op};
 use otapack::otapack_core::verify::Policy;
-use otapack::otapack_core::wire::header::HeaderRepr;
 use otapack::otapack_core::wire::manifest::{Kind, ManifestRepr, SHA256_EMPTY};
-use otapack::otapack_core::wire::sigblock::{self, SignatureEntry};
 use otapack::otapack_core::wire::slice::{Method, SliceRepr};
-use otapack::otapack_core::wire::trailer;
 use otapack::otapack_core::{Error, Package};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -217,31 +213,6 @@ fn size_cost_of_in_place_on_firmware_pairs() {
     }
 }
 
-/// Signs manifest bytes (Ed25519 test key) and lays out the package, without checking it.
-fn signed(manifest: &[u8], payloads: &[u8]) -> Vec<u8> {
-    let header = HeaderRepr {
-        manifest_len: manifest.len() as u32,
-        payload_len: payloads.len() as u32,
-    }
-    .emit();
-    let mut h = Sha256::new();
-    h.update(header);
-    h.update(manifest);
-    let msg = signed_message(&h.finalize().into());
-    let k = key("test-ed25519");
-    let sig = k.sign(&msg).unwrap();
-    let block = sigblock::emit(&[SignatureEntry {
-        key_id: k.key_id(),
-        algorithm: k.algorithm(),
-        signature: &sig,
-    }])
-    .unwrap();
-    let mut out = [&header[..], manifest, &block, payloads].concat();
-    let trailer = trailer::emit(&out).unwrap();
-    out.extend_from_slice(&trailer);
-    out
-}
-
 fn zstd_frame(data: &[u8]) -> Vec<u8> {
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(19).unwrap();
@@ -384,6 +355,20 @@ fn reads_outside_the_window_are_refused() {
             &[],
         );
         assert!(verify_collect(&two_slot, Some(&old), &trusted, &strict).is_ok());
+
+        // So is a zstd-ref prefix over it, whatever its frames hold (the record alone is
+        // refused, before any payload is read).
+        let arg = (from as u64) << 32 | 4096;
+        let pkg = crafted(
+            Kind::DeltaInPlace,
+            descending,
+            &old,
+            slice1,
+            Method::ZstdRef,
+            arg,
+            &[0x28, 0xB5, 0x2F, 0xFD],
+        );
+        assert_eq!(Package::parse(&pkg).unwrap_err(), outside);
     }
     // Reads just inside the window pass.
     for (descending, from) in [(false, 4096usize), (false, 8192), (true, 0), (true, 4096)] {

@@ -328,7 +328,7 @@ impl<'a> Manifest<'a> {
                     }
                     data > 0 && data < u64::from(slice_len) && rec.arg() == 0
                 }
-                Method::Copy | Method::Patch if self.kind() == Kind::Full => {
+                Method::Copy | Method::Patch | Method::ZstdRef if self.kind() == Kind::Full => {
                     return Err(not_allowed)
                 }
                 Method::Copy => {
@@ -351,18 +351,35 @@ impl<'a> Manifest<'a> {
                             || (rec.arg() == crate::patch::PATCH_FORMAT_2
                                 && self.kind() == Kind::Delta))
                 }
+                Method::ZstdRef => {
+                    if self.zstd_window_log() == 0 {
+                        return Err(not_allowed);
+                    }
+                    let (start, region) = crate::wire::slice::ref_region(rec.arg());
+                    data > 0
+                        && data < u64::from(slice_len)
+                        && region > 0
+                        && start + region <= self.base_size()
+                }
             };
             if !ok {
                 return Err(Error::Malformed {
                     what: "slice record fields break its method's rules",
                 });
             }
-            if rec.method() == Method::Copy && self.kind() == Kind::DeltaInPlace {
-                // In place, a copy may only read base bytes still intact when it is decoded.
-                let window = self.read_window(i);
-                let end = rec.arg().saturating_add(slice_len.into());
-                if rec.arg() < window.start || end > window.end {
-                    return Err(Error::ReadOutsideWindow { slice: i });
+            if self.kind() == Kind::DeltaInPlace {
+                // In place, a copy or a prefix may only read base bytes still intact when the
+                // slice is decoded.
+                let reads = match rec.method() {
+                    Method::Copy => Some((rec.arg(), u64::from(slice_len))),
+                    Method::ZstdRef => Some(crate::wire::slice::ref_region(rec.arg())),
+                    _ => None,
+                };
+                if let Some((start, n)) = reads {
+                    let window = self.read_window(i);
+                    if start < window.start || start.saturating_add(n) > window.end {
+                        return Err(Error::ReadOutsideWindow { slice: i });
+                    }
                 }
             }
             next_offset += u64::from(len);

@@ -45,6 +45,16 @@ pub enum Method {
     /// The payload is one zstd frame holding a patch op stream against the base image, in the
     /// patch format `arg` (delta kinds only; see [`crate::patch`]).
     Patch = 4,
+    /// The payload is zstd frames, one after another, that decode to the slice; each frame's
+    /// matches may reach into a prefix, the base range `arg >> 32` (start) and `arg & 0xFFFF_FFFF`
+    /// (length), read from the base as they are needed. Each frame declares its content size,
+    /// at most the manifest's zstd window (delta kinds only; see [`ref_region`]).
+    ZstdRef = 5,
+}
+
+/// The base range `start..start + len` a `zstd-ref` slice's frames refer to, from its `arg`.
+pub fn ref_region(arg: u64) -> (u64, u64) {
+    (arg >> 32, arg & 0xFFFF_FFFF)
 }
 
 impl Method {
@@ -55,6 +65,7 @@ impl Method {
             2 => Method::Zstd,
             3 => Method::Copy,
             4 => Method::Patch,
+            5 => Method::ZstdRef,
             other => return Err(Error::UnknownMethod(other)),
         })
     }
@@ -65,6 +76,7 @@ impl Method {
             Method::Zstd => "zstd",
             Method::Copy => "copy",
             Method::Patch => "patch",
+            Method::ZstdRef => "zstd-ref",
         }
     }
 }
@@ -202,8 +214,13 @@ mod tests {
         .emit();
         b[4] = 5;
         assert_eq!(
+            SliceRecord::new_checked(&b).map(|r| r.method()),
+            Ok(Method::ZstdRef)
+        );
+        b[4] = 6;
+        assert_eq!(
             SliceRecord::new_checked(&b).unwrap_err(),
-            Error::UnknownMethod(5)
+            Error::UnknownMethod(6)
         );
         b[4] = 1;
         for i in (5..8).chain(24..32) {

@@ -122,3 +122,31 @@ pub const PAIRS: &[(&str, &str)] = &[
         "opensbi-1.1-generic-fw_jump.elf",
     ),
 ];
+
+/// Signs manifest bytes (Ed25519 test key) and lays out the package, without checking it.
+pub fn signed(manifest: &[u8], payloads: &[u8]) -> Vec<u8> {
+    let header = otapack::otapack_core::wire::header::HeaderRepr {
+        manifest_len: manifest.len() as u32,
+        payload_len: payloads.len() as u32,
+    }
+    .emit();
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(header);
+    h.update(manifest);
+    let msg = otapack::otapack_core::package::signed_message(&h.finalize().into());
+    let k = key("test-ed25519");
+    let sig = k.sign(&msg).unwrap();
+    let block = otapack::otapack_core::wire::sigblock::emit(&[
+        otapack::otapack_core::wire::sigblock::SignatureEntry {
+            key_id: k.key_id(),
+            algorithm: k.algorithm(),
+            signature: &sig,
+        },
+    ])
+    .unwrap();
+    let mut out = [&header[..], manifest, &block, payloads].concat();
+    let trailer = otapack::otapack_core::wire::trailer::emit(&out).unwrap();
+    out.extend_from_slice(&trailer);
+    out
+}
