@@ -31,6 +31,16 @@ fn decode_with(
     max_block: usize,
     prefix: Option<&[u8]>,
 ) -> Result<Vec<u8>, Error> {
+    decode_counting(frame, max_window, max_block, prefix).map(|(out, _)| out)
+}
+
+/// [`decode_with`], also returning how many prefix bytes were read.
+fn decode_counting(
+    frame: &[u8],
+    max_window: usize,
+    max_block: usize,
+    prefix: Option<&[u8]>,
+) -> Result<(Vec<u8>, usize), Error> {
     let header = FrameHeader::parse(frame)?.ok_or(Error::Corrupt("short header"))?;
     let mut ring = vec![0u8; ring_len(max_window, max_block)];
     let mut dec = Decoder::new();
@@ -80,7 +90,7 @@ fn decode_with(
     if header.content_size.is_some_and(|c| c != out.len() as u64) {
         return Err(Error::Corrupt("content size"));
     }
-    Ok(out)
+    Ok((out, held.map_or(0, |h| h.1)))
 }
 
 fn compress(
@@ -280,27 +290,10 @@ fn a_match_into_the_prefix_reads_only_what_it_copies() {
         dec.begin_frame_with_prefix(&header, 2048, 4096, ring.len(), 50_000),
         Err(Error::WindowTooLarge { window: 4000 })
     );
-    dec.begin_frame_with_prefix(&header, 4096, 4096, ring.len(), 50_000)
-        .unwrap();
-    let mut held = Held(&prefix, 0);
-    let mut rest = &frame[header.len..];
-    let mut out = Vec::new();
-    loop {
-        let n = dec.block_len(rest).unwrap().unwrap();
-        let (block, tail) = rest.split_at(n);
-        rest = tail;
-        let o = dec
-            .decode_block_with(&mut ring, block, Some(&mut held))
-            .unwrap();
-        out.extend_from_slice(o.first);
-        out.extend_from_slice(o.second);
-        if o.last {
-            break;
-        }
-    }
+    let (out, read) = decode_counting(&frame, 4096, 4096, Some(&prefix)).unwrap();
     assert_eq!(out, data);
     // Nearly every byte came from the prefix, none twice (libzstd may keep a literal or two).
-    assert!((3_900..=4_000).contains(&held.1), "{} bytes read", held.1);
+    assert!((3_900..=4_000).contains(&read), "{read} bytes read");
     // A prefix shorter than the frame's matches reach is refused, and so is none at all;
     // a reader that fails stops the frame.
     assert!(matches!(

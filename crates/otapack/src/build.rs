@@ -240,16 +240,8 @@ pub(crate) fn zstd_compress(
     let mut c = zstd::bulk::Compressor::new(level).map_err(fail)?;
     c.set_parameter(CParameter::WindowLog(window_log.into()))
         .map_err(fail)?;
-    c.set_parameter(CParameter::ChecksumFlag(false))
-        .map_err(fail)?;
-    c.set_parameter(CParameter::ContentSizeFlag(true))
-        .map_err(fail)?;
-    c.set_parameter(CParameter::DictIdFlag(false))
-        .map_err(fail)?;
-    if block_log != 0 {
-        c.set_parameter(CParameter::MaxBlockSize(1 << block_log))
-            .map_err(fail)?;
-    }
+    frame_parameters(c.context_mut(), block_log)
+        .map_err(|e| Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(e))))?;
     c.compress(data).map_err(fail)
 }
 
@@ -264,35 +256,53 @@ pub fn zstd_ref_compress(
     window_log: u8,
     block_log: u8,
 ) -> Result<Vec<u8>> {
-    use zstd::zstd_safe::{CCtx, CParameter};
+    use zstd::zstd_safe::CParameter;
+    // The frame's window must reach over the prefix to its start.
+    let reach = (prefix.len() + (1usize << window_log))
+        .next_power_of_two()
+        .trailing_zeros();
+    zstd_ref_frames(data, window_log, block_log, |c| {
+        c.set_parameter(CParameter::CompressionLevel(level))?;
+        c.set_parameter(CParameter::WindowLog(reach.clamp(10, 30)))?;
+        c.ref_prefix(prefix)
+    })
+}
+
+/// What every zstd frame otapack writes has: no checksum (the slice's SHA-256 covers it), its
+/// content size, no dictionary id, and blocks held to `2^block_log` (0: no limit).
+fn frame_parameters(
+    c: &mut zstd::zstd_safe::CCtx<'_>,
+    block_log: u8,
+) -> zstd::zstd_safe::SafeResult {
+    use zstd::zstd_safe::CParameter;
+    c.set_parameter(CParameter::ChecksumFlag(false))?;
+    c.set_parameter(CParameter::ContentSizeFlag(true))?;
+    c.set_parameter(CParameter::DictIdFlag(false))?;
+    if block_log != 0 {
+        c.set_parameter(CParameter::MaxBlockSize(1 << block_log))?;
+    }
+    Ok(0)
+}
+
+/// The frames of a zstd-ref payload (see [`zstd_ref_compress`]): `refer` sets what each frame
+/// refers to (and its own parameters) after the common ones.
+fn zstd_ref_frames<'p>(
+    data: &[u8],
+    window_log: u8,
+    block_log: u8,
+    refer: impl Fn(&mut zstd::zstd_safe::CCtx<'p>) -> zstd::zstd_safe::SafeResult,
+) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::CCtx;
     let fail = |e: zstd::zstd_safe::ErrorCode| {
         Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(e)))
     };
-    let frame_len = 1usize << window_log;
-    // The frame's window must reach over the prefix to its start.
-    let reach = (prefix.len() + frame_len)
-        .next_power_of_two()
-        .trailing_zeros();
     let mut c = CCtx::create();
     let mut out = Vec::new();
-    for chunk in data.chunks(frame_len) {
+    for chunk in data.chunks(1usize << window_log) {
         c.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters)
             .map_err(fail)?;
-        c.set_parameter(CParameter::CompressionLevel(level))
-            .map_err(fail)?;
-        c.set_parameter(CParameter::WindowLog(reach.clamp(10, 30)))
-            .map_err(fail)?;
-        c.set_parameter(CParameter::ChecksumFlag(false))
-            .map_err(fail)?;
-        c.set_parameter(CParameter::ContentSizeFlag(true))
-            .map_err(fail)?;
-        c.set_parameter(CParameter::DictIdFlag(false))
-            .map_err(fail)?;
-        if block_log != 0 {
-            c.set_parameter(CParameter::MaxBlockSize(1 << block_log))
-                .map_err(fail)?;
-        }
-        c.ref_prefix(prefix).map_err(fail)?;
+        frame_parameters(&mut c, block_log).map_err(fail)?;
+        refer(&mut c).map_err(fail)?;
         let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(chunk.len()));
         c.compress2(&mut frame, chunk).map_err(fail)?;
         out.extend_from_slice(&frame);
@@ -516,31 +526,7 @@ fn zstd_ref_compress_with(
     window_log: u8,
     block_log: u8,
 ) -> Result<Vec<u8>> {
-    use zstd::zstd_safe::{CCtx, CParameter};
-    let fail = |e: zstd::zstd_safe::ErrorCode| {
-        Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(e)))
-    };
-    let mut c = CCtx::create();
-    let mut out = Vec::new();
-    for chunk in data.chunks(1usize << window_log) {
-        c.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters)
-            .map_err(fail)?;
-        c.set_parameter(CParameter::ChecksumFlag(false))
-            .map_err(fail)?;
-        c.set_parameter(CParameter::ContentSizeFlag(true))
-            .map_err(fail)?;
-        c.set_parameter(CParameter::DictIdFlag(false))
-            .map_err(fail)?;
-        if block_log != 0 {
-            c.set_parameter(CParameter::MaxBlockSize(1 << block_log))
-                .map_err(fail)?;
-        }
-        c.ref_cdict(dict).map_err(fail)?;
-        let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(chunk.len()));
-        c.compress2(&mut frame, chunk).map_err(fail)?;
-        out.extend_from_slice(&frame);
-    }
-    Ok(out)
+    zstd_ref_frames(data, window_log, block_log, |c| c.ref_cdict(dict))
 }
 
 /// The zstd level of the quick zstd-ref pass (see `encode_delta_slice`).

@@ -509,41 +509,20 @@ const REF_FRAME: [u8; 20] = [
 
 /// A signed delta package of one zstd-ref slice over `REF_BASE` (1 KiB window).
 fn ref_package(arg: u64, payload: &[u8], image: &[u8]) -> Vec<u8> {
-    use otapack::otapack_core::wire::manifest::ManifestRepr;
     use otapack::otapack_core::wire::slice::SliceRepr;
     use sha2::{Digest, Sha256};
-    let manifest = ManifestRepr {
-        kind: Kind::Delta,
-        erase_value: 0xFF,
-        slice_log2: 12,
-        zstd_window_log: 10,
-        security_counter: 0,
-        created: 1,
-        expires: None,
-        load_address: 0,
-        image_size: image.len() as u64,
-        image_sha256: Sha256::digest(image).into(),
-        base_size: REF_BASE.len() as u64,
-        base_sha256: Sha256::digest(REF_BASE).into(),
-        apply_descending: false,
-        zstd_block_log: 0,
-        segment_log: 0,
-        device_ram: 0,
-        software_version: "1".into(),
-        software_type: None,
-        hardware_versions: vec![],
-        slices: vec![SliceRepr {
-            index: 0,
-            method: Method::ZstdRef,
-            payload_offset: 0,
-            payload_len: payload.len() as u32,
-            arg,
-            payload_sha256: Sha256::digest(payload).into(),
-            slice_sha256: Sha256::digest(image).into(),
-        }],
-    }
-    .emit()
-    .unwrap();
+    let slices = vec![SliceRepr {
+        index: 0,
+        method: Method::ZstdRef,
+        payload_offset: 0,
+        payload_len: payload.len() as u32,
+        arg,
+        payload_sha256: Sha256::digest(payload).into(),
+        slice_sha256: Sha256::digest(image).into(),
+    }];
+    let manifest = test_manifest(Kind::Delta, image, Some(REF_BASE), 10, slices)
+        .emit()
+        .unwrap();
     signed(&manifest, payload)
 }
 

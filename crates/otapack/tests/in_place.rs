@@ -260,30 +260,9 @@ fn crafted(
     }
     // Emitted as a two-slot delta (emit refuses what a reader refuses), then turned into the
     // kind asked for: an in-place package may thus break the window rules.
-    let mut manifest = ManifestRepr {
-        kind: Kind::Delta,
-        erase_value: 0xFF,
-        slice_log2: 12,
-        zstd_window_log: 12,
-        security_counter: 0,
-        created: 1,
-        expires: None,
-        load_address: 0,
-        image_size: image.len() as u64,
-        image_sha256: Sha256::digest(&image).into(),
-        base_size: old.len() as u64,
-        base_sha256: Sha256::digest(old).into(),
-        apply_descending: false,
-        zstd_block_log: 0,
-        segment_log: 0,
-        device_ram: 0,
-        software_version: "1".into(),
-        software_type: None,
-        hardware_versions: vec![],
-        slices,
-    }
-    .emit()
-    .unwrap();
+    let mut manifest = test_manifest(Kind::Delta, &image, Some(old), 12, slices)
+        .emit()
+        .unwrap();
     manifest[2] = kind as u8;
     manifest[6] = u8::from(descending);
     signed(&manifest, &payloads)

@@ -5,9 +5,8 @@ mod common;
 use common::*;
 use otapack::keys::SigningKey;
 use otapack::otapack_core::keys::{TrustedKey, OID_RSASSA_PSS};
-use otapack::otapack_core::package::{assemble, signed_message};
+use otapack::otapack_core::package::assemble;
 use otapack::otapack_core::verify::Policy;
-use otapack::otapack_core::wire::header::HeaderRepr;
 use otapack::otapack_core::wire::manifest::{Kind, ManifestRepr, SHA256_EMPTY};
 use otapack::otapack_core::wire::sigblock::{self, Algorithm, SignatureEntry};
 use otapack::otapack_core::wire::slice::{Method, SliceRepr};
@@ -17,56 +16,17 @@ use sha2::{Digest, Sha256};
 
 /// A one-slice package whose slice is the given zstd payload, signed with Ed25519.
 fn zstd_package(slice: &[u8], payload: &[u8]) -> Vec<u8> {
-    let manifest = ManifestRepr {
-        kind: Kind::Full,
-        erase_value: 0xFF,
-        slice_log2: 12,
-        zstd_window_log: 12,
-        security_counter: 0,
-        created: 1,
-        expires: None,
-        load_address: 0,
-        image_size: slice.len() as u64,
-        image_sha256: Sha256::digest(slice).into(),
-        base_size: 0,
-        base_sha256: [0; 32],
-        apply_descending: false,
-        zstd_block_log: 0,
-        segment_log: 0,
-        device_ram: 0,
-        software_version: "1".into(),
-        software_type: None,
-        hardware_versions: vec![],
-        slices: vec![SliceRepr {
-            index: 0,
-            method: Method::Zstd,
-            payload_offset: 0,
-            payload_len: payload.len() as u32,
-            arg: 0,
-            payload_sha256: Sha256::digest(payload).into(),
-            slice_sha256: Sha256::digest(slice).into(),
-        }],
-    }
-    .emit()
-    .unwrap();
-    let header = HeaderRepr {
-        manifest_len: manifest.len() as u32,
+    let slices = vec![SliceRepr {
+        index: 0,
+        method: Method::Zstd,
+        payload_offset: 0,
         payload_len: payload.len() as u32,
-    }
-    .emit();
-    let mut h = Sha256::new();
-    h.update(header);
-    h.update(&manifest);
-    let msg = signed_message(&h.finalize().into());
-    let k = key("test-ed25519");
-    let sig = k.sign(&msg).unwrap();
-    let block = sigblock::emit(&[SignatureEntry {
-        key_id: k.key_id(),
-        algorithm: k.algorithm(),
-        signature: &sig,
-    }])
-    .unwrap();
-    assemble(&manifest, &block, payload).unwrap()
+        arg: 0,
+        payload_sha256: Sha256::digest(payload).into(),
+        slice_sha256: Sha256::digest(slice).into(),
+    }];
+    let manifest = test_manifest(Kind::Full, slice, None, 12, slices);
+    signed(&manifest.emit().unwrap(), payload)
 }
 
 fn verify(pkg: &[u8], trusted: &[TrustedKey], policy: &Policy) -> Result<(), Error> {

@@ -150,3 +150,37 @@ pub fn signed(manifest: &[u8], payloads: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&trailer);
     out
 }
+
+/// A plain manifest for tests that craft packages by hand: 4 KiB slices, created 1, software
+/// version "1", load address 0; a delta (`kind`) over `base`, or full without one.
+pub fn test_manifest(
+    kind: otapack::otapack_core::wire::manifest::Kind,
+    image: &[u8],
+    base: Option<&[u8]>,
+    zstd_window_log: u8,
+    slices: Vec<otapack::otapack_core::wire::slice::SliceRepr>,
+) -> otapack::otapack_core::wire::manifest::ManifestRepr {
+    use sha2::Digest;
+    otapack::otapack_core::wire::manifest::ManifestRepr {
+        kind,
+        erase_value: 0xFF,
+        slice_log2: 12,
+        zstd_window_log,
+        security_counter: 0,
+        created: 1,
+        expires: None,
+        load_address: 0,
+        image_size: image.len() as u64,
+        image_sha256: sha2::Sha256::digest(image).into(),
+        base_size: base.map_or(0, |b| b.len() as u64),
+        base_sha256: base.map_or([0; 32], |b| sha2::Sha256::digest(b).into()),
+        apply_descending: false,
+        zstd_block_log: 0,
+        segment_log: 0,
+        device_ram: 0,
+        software_version: "1".into(),
+        software_type: None,
+        hardware_versions: vec![],
+        slices,
+    }
+}
