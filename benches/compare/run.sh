@@ -82,6 +82,7 @@ PAIRS=(
     "microbit-micropython 1.0.0 -> 1.0.1|$FW/microbit-micropython-1.0.0.bin|$FW/microbit-micropython-1.0.1.bin"
     "seabios 1.16.2 -> 1.16.3|$FW/seabios-1.16.2-bios.bin|$FW/seabios-1.16.3-bios.bin"
     "opensbi 0.9 -> 1.1 (fw_jump, raw load image)|$WORK/in/opensbi-0.9-generic-fw_jump.bin|$FW/opensbi-1.1-generic-fw_jump.bin"
+    "ovmf 2022.11-6+deb12u1 -> u2 (OVMF_CODE_4M.fd, 3.5 MiB)|$FW/ovmf-2022.11-6+deb12u1-OVMF_CODE_4M.fd|$FW/ovmf-2022.11-6+deb12u2-OVMF_CODE_4M.fd"
 )
 
 # ---------------------------------------------------------------- tools
