@@ -47,6 +47,9 @@ pub const BASES: &[&[u8]] = &[
     include_bytes!("../seeds/parse/microbit-9k-pss-ed25519.ota.md5.bin"),
     include_bytes!("../seeds/parse/delta-seabios-12k-ed25519.ota.md5.bin"),
     include_bytes!("../seeds/parse/delta-copy-ed25519.ota.md5.bin"),
+    // Index 7: no committed resigned/apply_stream seed starts from it (theirs use 0 to 6), so
+    // the mutator reaches it through the base-selection bits alone.
+    include_bytes!("../seeds/parse/delta-zstd-ref-seabios-12k-ed25519.ota.md5.bin"),
 ];
 
 /// A signature entry [`mutate_with`] adds to the block beside the Ed25519 one (or alone, in an
