@@ -460,9 +460,12 @@ fn encode_delta_slice<'a>(
     if let Some(rp) = rp {
         let level = opts.zstd_level;
         let quick = level.min(REF_SCREEN_LEVEL);
-        let mut payload = zstd_ref_compress(rp.prefix, s, quick, window_log, opts.block_log())?;
+        let mut payload = match rp.dict(true) {
+            Some(dict) => zstd_ref_compress_with(dict, s, window_log, opts.block_log())?,
+            None => zstd_ref_compress(rp.prefix, s, quick, window_log, opts.block_log())?,
+        };
         if level > quick && 3 * payload.len() < 4 * best.payload.len() {
-            if let Some(dict) = rp.dict() {
+            if let Some(dict) = rp.dict(false) {
                 let full = zstd_ref_compress_with(dict, s, window_log, opts.block_log())?;
                 if full.len() < payload.len() {
                     payload = full;
@@ -491,7 +494,8 @@ pub(crate) struct RefPrefix<'a> {
     region: Range<usize>,
     prefix: &'a [u8],
     level: i32,
-    dict: std::sync::OnceLock<Option<zstd::zstd_safe::CDict<'a>>>,
+    /// At [`REF_SCREEN_LEVEL`] and at `level`, each made when first needed.
+    dicts: [std::sync::OnceLock<Option<zstd::zstd_safe::CDict<'a>>>; 2],
 }
 
 impl<'a> RefPrefix<'a> {
@@ -506,15 +510,19 @@ impl<'a> RefPrefix<'a> {
             region,
             prefix,
             level,
-            dict: std::sync::OnceLock::new(),
+            dicts: Default::default(),
         })
     }
 
-    fn dict(&self) -> Option<&zstd::zstd_safe::CDict<'a>> {
-        self.dict
-            .get_or_init(|| {
-                zstd::zstd_safe::CDict::try_create_by_reference(self.prefix, self.level)
-            })
+    /// The prefix digested for the quick pass (`quick`) or the build's level.
+    fn dict(&self, quick: bool) -> Option<&zstd::zstd_safe::CDict<'a>> {
+        let level = if quick {
+            self.level.min(REF_SCREEN_LEVEL)
+        } else {
+            self.level
+        };
+        self.dicts[usize::from(!quick)]
+            .get_or_init(|| zstd::zstd_safe::CDict::try_create_by_reference(self.prefix, level))
             .as_ref()
     }
 }
