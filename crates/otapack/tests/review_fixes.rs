@@ -175,36 +175,17 @@ fn unknown_signature_algorithms_are_skipped_not_fatal() {
 fn manifest_sanity_rules() {
     let slice = vec![7u8; 4096];
     let base = |f: &dyn Fn(&mut ManifestRepr)| {
-        let mut m = ManifestRepr {
-            kind: Kind::Full,
-            erase_value: 0xFF,
-            slice_log2: 12,
-            zstd_window_log: 0,
-            security_counter: 0,
-            created: 100,
-            expires: None,
-            load_address: 0,
-            image_size: 4096,
-            image_sha256: Sha256::digest(&slice).into(),
-            base_size: 0,
-            base_sha256: [0; 32],
-            apply_descending: false,
-            zstd_block_log: 0,
-            segment_log: 0,
-            device_ram: 0,
-            software_version: "1".into(),
-            software_type: None,
-            hardware_versions: vec![],
-            slices: vec![SliceRepr {
-                index: 0,
-                method: Method::Fill,
-                payload_offset: 0,
-                payload_len: 0,
-                arg: 7,
-                payload_sha256: SHA256_EMPTY,
-                slice_sha256: Sha256::digest(&slice).into(),
-            }],
-        };
+        let slices = vec![SliceRepr {
+            index: 0,
+            method: Method::Fill,
+            payload_offset: 0,
+            payload_len: 0,
+            arg: 7,
+            payload_sha256: SHA256_EMPTY,
+            slice_sha256: Sha256::digest(&slice).into(),
+        }];
+        let mut m = test_manifest(Kind::Full, &slice, None, 0, slices);
+        m.created = 100;
         f(&mut m);
         m.emit()
     };
