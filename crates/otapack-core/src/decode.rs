@@ -665,7 +665,7 @@ fn decode_unit(
             // window, which `begin_frame_with_prefix` checked).
             let ok = match a.method {
                 Method::Zstd => declared == a.len,
-                Method::ZstdRef => declared > 0 && declared <= a.len - a.produced,
+                Method::ZstdRef => declared > 0 && declared <= a.len.saturating_sub(a.produced),
                 _ => declared <= crate::patch::MAX_STREAM_FACTOR * a.len,
             };
             if !ok {

@@ -325,7 +325,8 @@ pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> R
 
 /// Builds a two-slot delta package: `new` rebuilt from `old` (kept intact on the device) and
 /// the package. Each slice is stored the cheapest way among `fill`, `copy` (a range of the old
-/// image), `patch` (bsdiff-style ops against the old image, zstd-compressed), `zstd` and `raw`,
+/// image), `patch` (bsdiff-style ops against the old image, zstd-compressed), `zstd-ref` (zstd
+/// frames whose matches also reach into the old image), `zstd` and `raw`,
 /// so the package is never larger than the full package of `new` (plus the manifest's base
 /// fields). One suffix sort of `old` serves every slice; each slice's patch is independent
 /// (its old-image cursor starts at 0), so a device can apply slices in any order and resume
@@ -395,8 +396,9 @@ fn prediction(old: &Image, matches: &[Vec<crate::delta::Match>]) -> Option<Predi
 }
 
 /// The cheapest encoding of slice `i` (`s`) of a delta: fill, copy, patch (format 1, or format
-/// 2 with `predict` when that is smaller), zstd or raw, with copies and patches reading only
-/// `old[window]` (a two-slot delta's window is all of `old`).
+/// 2 with `predict` when that is smaller), zstd-ref, zstd or raw, with copies, patches and
+/// zstd-ref prefixes reading only `old[window]` (a two-slot delta's window is all of `old`).
+/// `shared` is a prefix digested once for every slice, used when its range is this slice's.
 #[allow(clippy::too_many_arguments)]
 fn encode_delta_slice<'a>(
     old: &'a [u8],

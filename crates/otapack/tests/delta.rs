@@ -604,3 +604,32 @@ fn zstd_ref_records_are_checked_at_parse() {
     assert_eq!(bad(64 << 32 | 1), rules);
     assert_eq!(bad(u64::MAX), rules);
 }
+
+/// An old image that starts like a zstd dictionary (magic `37 A4 30 EC`) must still be used as
+/// raw prefix content: the builder skips libzstd's dictionary parsing for it, and whatever it
+/// keeps rebuilds the image.
+#[test]
+fn an_old_image_that_starts_with_the_zstd_dictionary_magic_is_still_a_raw_prefix() {
+    let text: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("fn f{}() {{ call(0x{:x}); }}\n", i % 700, i * 7).into_bytes())
+        .take(60_000)
+        .collect();
+    let old = [&[0x37, 0xA4, 0x30, 0xEC][..], &text].concat();
+    let mut new = old.clone();
+    new.splice(30_000..30_000, b"a new function body".iter().copied());
+    for b in new.iter_mut().skip(40_000).step_by(97) {
+        *b ^= 0x20;
+    }
+    let pkg = build_delta(
+        &raw_image(old.clone()),
+        &raw_image(new.clone()),
+        &options(),
+        &[&key("test-ed25519")],
+    )
+    .unwrap();
+    let trusted = [pubkey("test-ed25519").key];
+    assert_eq!(
+        apply(&pkg, Some(&old), &trusted, &Policy::default()).unwrap(),
+        new
+    );
+}

@@ -6,13 +6,9 @@
 
 mod common;
 use common::*;
-use otapack::apply::HostFlash;
 use otapack::build::{build_delta, build_full, BuildOptions};
 use otapack::image::{load, Image, LoadOptions};
-use otapack::otapack_core::apply::Applier;
-use otapack::otapack_core::patch::BaseImage;
 use otapack::otapack_core::ram;
-use otapack::otapack_core::verify::Policy;
 use otapack::otapack_core::Package;
 use otapack_probe::{measure, CountingAlloc};
 
@@ -21,31 +17,9 @@ static A: CountingAlloc = CountingAlloc;
 
 /// Peak heap the applier itself allocates while applying `pkg` in 1 KiB chunks.
 fn applier_heap(pkg: &[u8], base: Option<&[u8]>) -> u64 {
-    let p = Package::parse(pkg).unwrap();
-    let m = p.manifest();
-    let mut flash = HostFlash::new(m.image_size() as usize);
-    let mut manifest_buf = vec![0u8; Applier::<&mut HostFlash>::manifest_buffer_len(pkg).unwrap()];
-    let mut payload_buf = vec![0u8; Applier::<&mut HostFlash>::payload_buffer_len(&m).max(1)];
-    let mut write_buf = [0u8; 256];
     let trusted = [pubkey("test-ed25519").key];
-    let mut base = base;
-    let measured = measure(&mut || {
-        let b = base.as_mut().map(|b| b as &mut dyn BaseImage);
-        let mut a = Applier::new(
-            &trusted,
-            Policy::default(),
-            &mut flash,
-            b,
-            &mut manifest_buf,
-            &mut payload_buf,
-            &mut write_buf,
-        )
-        .unwrap();
-        for chunk in pkg.chunks(1024) {
-            a.push(chunk).unwrap();
-        }
-        a.finish().unwrap();
-    });
+    let mut device = ExactDevice::for_package(pkg);
+    let measured = measure(&mut || device.apply(pkg, base, &trusted, 1024).unwrap());
     measured
         .peak_heap
         .expect("the counting allocator is installed")

@@ -8,7 +8,6 @@ use common::*;
 use otapack::apply::HostFlash;
 use otapack::build::{build_delta, build_full, segment_payload};
 use otapack::otapack_core::apply::Applier;
-use otapack::otapack_core::patch::BaseImage;
 use otapack::otapack_core::ram;
 use otapack::otapack_core::verify::Policy;
 use otapack::otapack_core::wire::manifest::{segmented_data_len, segmented_payload_len};
@@ -20,31 +19,9 @@ use proptest::prelude::*;
 /// `otapack::apply::apply_streaming`, the payload buffer is exactly
 /// `payload_buffer_len` (one segment), and the flash is returned after a failure too.
 fn apply(pkg: &[u8], base: Option<&[u8]>, chunk: usize) -> (Result<(), Error>, HostFlash) {
-    let p = Package::parse(pkg).unwrap();
-    let m = p.manifest();
-    let mut flash = HostFlash::new((m.image_size() as usize).div_ceil(4096) * 4096);
-    let mut manifest_buf = vec![0u8; Applier::<&mut HostFlash>::manifest_buffer_len(pkg).unwrap()];
-    let mut payload_buf = vec![0u8; Applier::<&mut HostFlash>::payload_buffer_len(&m).max(1)];
-    let mut write_buf = [0u8; 256];
-    let trusted = [pubkey("test-ed25519").key];
-    let mut base = base;
-    let r = (|| {
-        let b = base.as_mut().map(|b| b as &mut dyn BaseImage);
-        let mut a = Applier::new(
-            &trusted,
-            Policy::default(),
-            &mut flash,
-            b,
-            &mut manifest_buf,
-            &mut payload_buf,
-            &mut write_buf,
-        )?;
-        for c in pkg.chunks(chunk) {
-            a.push(c)?;
-        }
-        a.finish().map(|_| ())
-    })();
-    (r, flash)
+    let mut d = ExactDevice::for_package(pkg);
+    let r = d.apply(pkg, base, &[pubkey("test-ed25519").key], chunk);
+    (r, d.flash)
 }
 
 proptest! {

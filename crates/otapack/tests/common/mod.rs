@@ -184,3 +184,54 @@ pub fn test_manifest(
         slices,
     }
 }
+
+/// A simulated device for the streaming applier: caller buffers of exactly the sizes the
+/// applier documents for one package (`manifest_buffer_len`, `payload_buffer_len`), a 256-byte
+/// write buffer, and a flash slot rounded up to 4 KiB sectors.
+pub struct ExactDevice {
+    pub flash: otapack::apply::HostFlash,
+    manifest: Vec<u8>,
+    payload: Vec<u8>,
+    write: [u8; 256],
+}
+
+impl ExactDevice {
+    pub fn for_package(pkg: &[u8]) -> Self {
+        use otapack::apply::HostFlash;
+        use otapack::otapack_core::apply::Applier;
+        let p = otapack::otapack_core::Package::parse(pkg).unwrap();
+        let m = p.manifest();
+        ExactDevice {
+            flash: HostFlash::new((m.image_size() as usize).div_ceil(4096) * 4096),
+            manifest: vec![0u8; Applier::<&mut HostFlash>::manifest_buffer_len(pkg).unwrap()],
+            payload: vec![0u8; Applier::<&mut HostFlash>::payload_buffer_len(&m).max(1)],
+            write: [0u8; 256],
+        }
+    }
+
+    /// Pushes `pkg` in `chunk`-byte pieces, then finishes. Allocates nothing itself, so a heap
+    /// measured around it is the applier's own.
+    pub fn apply(
+        &mut self,
+        pkg: &[u8],
+        base: Option<&[u8]>,
+        trusted: &[otapack::otapack_core::keys::TrustedKey],
+        chunk: usize,
+    ) -> Result<(), otapack::otapack_core::Error> {
+        use otapack::otapack_core::patch::BaseImage;
+        let mut base = base;
+        let mut a = otapack::otapack_core::apply::Applier::new(
+            trusted,
+            otapack::otapack_core::verify::Policy::default(),
+            &mut self.flash,
+            base.as_mut().map(|b| b as &mut dyn BaseImage),
+            &mut self.manifest,
+            &mut self.payload,
+            &mut self.write,
+        )?;
+        for c in pkg.chunks(chunk) {
+            a.push(c)?;
+        }
+        a.finish().map(|_| ())
+    }
+}
