@@ -413,79 +413,137 @@ fn encode_delta_slice<'a>(
 ) -> Result<Encoded> {
     let slice_size = 1usize << opts.slice_log2;
     let window_log = opts.zstd_window_log.min(opts.slice_log2);
-    let mut best = encode_slice(s, opts.zstd_level, window_log, opts.block_log())?;
-    if best.method == Method::Fill {
-        return Ok(best);
+    let (level, block_log) = (opts.zstd_level, opts.block_log());
+    let quick = level.min(REF_SCREEN_LEVEL);
+    // Every candidate is first compressed at the quick level; only those that come within a
+    // third of the best quick size are compressed again at the build's level (level 19 was
+    // at most 30 % smaller than level 9 on the shipped pairs). Level 19 on every candidate was
+    // most of the build time on small images (perf: 70 % in libzstd's optimal parser).
+    let plain = encode_slice(s, quick, window_log, block_log)?;
+    if plain.method == Method::Fill {
+        return Ok(plain);
     }
+    let slice_sha256 = plain.slice_sha256;
     let start = i * slice_size;
     if let Some(at) = crate::delta::find_copy(old, s, start, matches, window) {
         return Ok(Encoded {
             method: Method::Copy,
             arg: at,
             payload: Vec::new(),
-            slice_sha256: best.slice_sha256,
+            slice_sha256,
         });
     }
+    let mut candidates = vec![Candidate {
+        method: plain.method,
+        arg: 0,
+        payload: plain.payload,
+        source: Source::Plain,
+    }];
     let formats =
         std::iter::once((PATCH_FORMAT_1, None)).chain(predict.map(|p| (PATCH_FORMAT_2, Some(p))));
     for (format, p) in formats {
-        let Some(stream) = crate::delta::patch_stream_with(old, new, start, s.len(), matches, p)
-        else {
-            continue;
-        };
-        let payload = zstd_compress(&stream, opts.zstd_level, window_log, opts.block_log())?;
-        if payload.len() < best.payload.len()
-            && crate::delta::patch_rebuilds(old, &payload, format, start, s, window)
+        if let Some(stream) = crate::delta::patch_stream_with(old, new, start, s.len(), matches, p)
         {
-            best = Encoded {
+            candidates.push(Candidate {
                 method: Method::Patch,
                 arg: format,
-                payload,
-                slice_sha256: best.slice_sha256,
-            };
+                payload: zstd_compress(&stream, quick, window_log, block_log)?,
+                source: Source::Patch(stream),
+            });
         }
     }
     // The slice in zstd frames whose matches also reach into the base (what
     // `zstd --patch-from` does): wins where code changed too much for bsdiff-style add runs.
-    // A quick pass at level 9 first rules it out where it cannot win (level 19 was at most
-    // 30 % smaller than level 9 on the shipped pairs); the full pass uses the prefix digested
-    // once (a libzstd CDict), not indexed again for every frame.
+    // Both passes use the prefix digested once (a libzstd CDict), not indexed again for every
+    // frame.
     let region = crate::delta::ref_region(window, matches, start, s.len());
     let local;
     let rp = match shared {
         Some(r) if r.region == region => Some(r),
         _ => {
-            local = RefPrefix::new(old, region, opts.zstd_level);
+            local = RefPrefix::new(old, region, level);
             local.as_ref()
         }
     };
     if let Some(rp) = rp {
-        let level = opts.zstd_level;
-        let quick = level.min(REF_SCREEN_LEVEL);
-        let mut payload = match rp.dict(true) {
-            Some(dict) => zstd_ref_compress_with(dict, s, window_log, opts.block_log())?,
-            None => zstd_ref_compress(rp.prefix, s, quick, window_log, opts.block_log())?,
+        let payload = match rp.dict(true) {
+            Some(dict) => zstd_ref_compress_with(dict, s, window_log, block_log)?,
+            None => zstd_ref_compress(rp.prefix, s, quick, window_log, block_log)?,
         };
-        if level > quick && 3 * payload.len() < 4 * best.payload.len() {
-            if let Some(dict) = rp.dict(false) {
-                let full = zstd_ref_compress_with(dict, s, window_log, opts.block_log())?;
-                if full.len() < payload.len() {
-                    payload = full;
-                }
-            }
+        candidates.push(Candidate {
+            method: Method::ZstdRef,
+            arg: (rp.region.start as u64) << 32 | rp.region.len() as u64,
+            payload,
+            source: Source::Ref(rp),
+        });
+    }
+    let best_quick = candidates
+        .iter()
+        .map(|c| c.payload.len())
+        .min()
+        .unwrap_or(0);
+    for c in candidates.iter_mut() {
+        if level <= quick || 3 * c.payload.len() >= 4 * best_quick || c.method == Method::Raw {
+            continue;
         }
-        if payload.len() < best.payload.len()
-            && crate::delta::zstd_ref_rebuilds(rp.prefix, &payload, s, window_log)
-        {
-            best = Encoded {
-                method: Method::ZstdRef,
-                arg: (rp.region.start as u64) << 32 | rp.region.len() as u64,
-                payload,
-                slice_sha256: best.slice_sha256,
-            };
+        let full = match &c.source {
+            Source::Plain => zstd_compress(s, level, window_log, block_log)?,
+            Source::Patch(stream) => zstd_compress(stream, level, window_log, block_log)?,
+            Source::Ref(rp) => match rp.dict(false) {
+                Some(dict) => zstd_ref_compress_with(dict, s, window_log, block_log)?,
+                None => continue,
+            },
+        };
+        if full.len() < c.payload.len() {
+            c.payload = full;
         }
     }
-    Ok(best)
+    // Smallest first; a patch or zstd-ref payload is kept only once the host decoders rebuild
+    // the slice from it (the package as a whole then goes through the device path too).
+    candidates.sort_by_key(|c| c.payload.len());
+    for c in candidates {
+        let rebuilds = match &c.source {
+            Source::Plain => true,
+            Source::Patch(_) => {
+                crate::delta::patch_rebuilds(old, &c.payload, c.arg, start, s, window)
+            }
+            Source::Ref(rp) => {
+                crate::delta::zstd_ref_rebuilds(rp.prefix, &c.payload, s, window_log)
+            }
+        };
+        if rebuilds && c.payload.len() < s.len() {
+            return Ok(Encoded {
+                method: c.method,
+                arg: c.arg,
+                payload: c.payload,
+                slice_sha256,
+            });
+        }
+    }
+    Ok(Encoded {
+        method: Method::Raw,
+        arg: 0,
+        payload: s.to_vec(),
+        slice_sha256,
+    })
+}
+
+/// A way to store a delta slice, while `encode_delta_slice` compares them.
+struct Candidate<'r, 'a> {
+    method: Method,
+    arg: u64,
+    payload: Vec<u8>,
+    source: Source<'r, 'a>,
+}
+
+/// What a [`Candidate`]'s payload is compressed from.
+enum Source<'r, 'a> {
+    /// The slice itself (zstd, or raw).
+    Plain,
+    /// A patch op stream.
+    Patch(Vec<u8>),
+    /// The slice against this prefix (zstd-ref).
+    Ref(&'r RefPrefix<'a>),
 }
 
 /// A zstd-ref prefix (a range of the old image) and, once a slice needs it, libzstd's
