@@ -65,8 +65,10 @@ mkdir -p "$WORK/in"
 # OpenSBI: the peers get raw load images, like otapack does from an ELF. 0.9 has no .bin in
 # testdata, so take its PT_LOAD image through otapack itself (full package, then apply). The
 # same route on the 1.1 ELF must give the committed opensbi-1.1-generic-fw_jump.bin.
+# Optional third argument: the address range to keep (--address-range).
 elf_to_bin() {
-    "$OTAPACK" build --new "$1" --software-version x --created 0 -o "$WORK/in/elf.pkg" 2>/dev/null >/dev/null
+    "$OTAPACK" build --new "$1" ${3:+--address-range "$3"} --software-version x --created 0 \
+        -o "$WORK/in/elf.pkg" 2>/dev/null >/dev/null
     "$OTAPACK" apply "$WORK/in/elf.pkg" -o "$2" 2>/dev/null >/dev/null
     rm -f "$WORK/in/elf.pkg"
 }
@@ -76,6 +78,21 @@ cmp -s "$WORK/in/opensbi-1.1-from-elf.bin" "$FW/opensbi-1.1-generic-fw_jump.bin"
     log "ELF extraction check failed: 1.1 ELF load image differs from opensbi-1.1-generic-fw_jump.bin"
     exit 1
 }
+# The other ELF and HEX inputs, the same way: TF-A's DRAM piece (its SRAM piece at 0xFF090000
+# is a separate flash target), U-Boot's and s390-ccw's single PT_LOAD, and the nRF52 app range
+# without the 24-byte version record the HEX files carry at 0x50000.
+for v in 2.4 2.8; do
+    elf_to_bin "$FW/tf-a-$v-rk3328-bl31.elf" "$WORK/in/tf-a-$v-rk3328-bl31.bin" 0x40000:0x80000
+done
+for v in 5 5+deb11u3; do
+    elf_to_bin "$FW/u-boot-2021.01+dfsg-$v-qemu_arm64.elf" "$WORK/in/u-boot-$v.bin"
+done
+for v in 10.0.2 10.0.13; do
+    elf_to_bin "$FW/qemu-$v-s390-ccw.img" "$WORK/in/qemu-$v-s390-ccw.bin"
+done
+for v in 4.1.1 4.1.2; do
+    elf_to_bin "$FW/nrf52-connectivity-$v-usb-for-s132-5.1.0.hex" "$WORK/in/nrf52-connectivity-$v.bin" 0x23000:0x50000
+done
 
 # name|old|new
 PAIRS=(
@@ -83,6 +100,15 @@ PAIRS=(
     "seabios 1.16.2 -> 1.16.3|$FW/seabios-1.16.2-bios.bin|$FW/seabios-1.16.3-bios.bin"
     "opensbi 0.9 -> 1.1 (fw_jump, raw load image)|$WORK/in/opensbi-0.9-generic-fw_jump.bin|$FW/opensbi-1.1-generic-fw_jump.bin"
     "ovmf 2022.11-6+deb12u1 -> u2 (OVMF_CODE_4M.fd, 3.5 MiB)|$FW/ovmf-2022.11-6+deb12u1-OVMF_CODE_4M.fd|$FW/ovmf-2022.11-6+deb12u2-OVMF_CODE_4M.fd"
+    "ESP32 bootloader, IDF 6.1 snapshots (espflash 4.6.0 -> 4.7.0)|$FW/espflash-4.6.0-esp32-bootloader.bin|$FW/espflash-4.7.0-esp32-bootloader.bin"
+    "ESP32-C3 bootloader, IDF 5.4.1 -> 5.5.1 (espflash 4.2.0 -> 4.3.0)|$FW/espflash-4.2.0-esp32c3-bootloader.bin|$FW/espflash-4.3.0-esp32c3-bootloader.bin"
+    "nRF52840 connectivity app 4.1.1 -> 4.1.2|$WORK/in/nrf52-connectivity-4.1.1.bin|$WORK/in/nrf52-connectivity-4.1.2.bin"
+    "ath9k-htc AR9271 Wi-Fi firmware 1.4.0-106 -> 108|$FW/ath9k-htc-9271-1.4.0-106.fw|$FW/ath9k-htc-9271-1.4.0-108.fw"
+    "rtw88 RTL8822C Wi-Fi firmware 9.9.14 -> 9.9.15|$FW/rtw8822c-fw-9.9.14.bin|$FW/rtw8822c-fw-9.9.15.bin"
+    "TF-A BL31 rk3328 2.4 -> 2.8 (ELF, DRAM piece)|$WORK/in/tf-a-2.4-rk3328-bl31.bin|$WORK/in/tf-a-2.8-rk3328-bl31.bin"
+    "U-Boot 2021.01 qemu_arm64 deb11 -> deb11u3 (ELF)|$WORK/in/u-boot-5.bin|$WORK/in/u-boot-5+deb11u3.bin"
+    "QEMU s390-ccw BIOS 10.0.2 -> 10.0.13 (ELF, s390x)|$WORK/in/qemu-10.0.2-s390-ccw.bin|$WORK/in/qemu-10.0.13-s390-ccw.bin"
+    "SeaVGABIOS stdvga 1.16.2 -> 1.16.3|$FW/seabios-1.16.2-vgabios-stdvga.bin|$FW/seabios-1.16.3-vgabios-stdvga.bin"
 )
 
 # ---------------------------------------------------------------- tools
