@@ -19,25 +19,50 @@ pub struct Match {
     pub copy_end: usize,
 }
 
-/// The matches of every slice of `new` against `old`, slice by slice.
+/// How much of the new image one bidiff scan covers. The scans run in parallel, and each
+/// starts afresh: scanned one slice at a time (64 KiB), U-Boot's 11th slice found none of the
+/// matches a longer scan finds (7,765 bytes of patch against 173; the package 34,441 bytes
+/// against 26,820). 256 KiB scans gave the same packages as 1 MiB ones on every pair in
+/// testdata.
+pub const SCAN_CHUNK: usize = 256 << 10;
+
+/// The matches of every slice of `new` against `old`, slice by slice. bidiff scans
+/// [`SCAN_CHUNK`] bytes at a time (at least a slice); a match that crosses a slice boundary is
+/// cut there, so each slice's matches tile it exactly.
 pub fn slice_matches(old: &[u8], new: &[u8], slice_size: usize) -> Result<Vec<Vec<Match>>> {
     if old.is_empty() {
         return Err(Error::Invalid("the old image is empty".into()));
     }
-    let params = bidiff::DiffParams::new(1, Some(slice_size))
+    let params = bidiff::DiffParams::new(1, Some(slice_size.max(SCAN_CHUNK)))
         .map_err(|e| Error::Invalid(format!("diff parameters: {e}")))?;
     let mut per_slice: Vec<Vec<Match>> = vec![Vec::new(); new.len().div_ceil(slice_size)];
     bidiff::diff(old, new, &params, |m| {
-        let m = Match {
+        let mut m = Match {
             add_old: m.add_old_start,
             add_new: m.add_new_start,
             add_len: m.add_length,
             copy_end: m.copy_end,
         };
-        // Empty matches carry no bytes (one may sit exactly on a slice boundary).
-        if m.copy_end > m.add_new {
-            if let Some(v) = per_slice.get_mut(m.add_new / slice_size) {
-                v.push(m);
+        // A match that crosses slice boundaries is cut at each.
+        while m.copy_end > m.add_new {
+            let boundary = (m.add_new / slice_size + 1) * slice_size;
+            let mut head = m;
+            if m.copy_end > boundary {
+                head.copy_end = boundary;
+                head.add_len = m.add_len.min(boundary - m.add_new);
+                let moved = boundary - m.add_new;
+                let add_rest = m.add_len.saturating_sub(moved);
+                m = Match {
+                    add_old: m.add_old + moved.min(m.add_len),
+                    add_new: boundary,
+                    add_len: add_rest,
+                    copy_end: m.copy_end,
+                };
+            } else {
+                m.add_new = m.copy_end;
+            }
+            if let Some(v) = per_slice.get_mut(head.add_new / slice_size) {
+                v.push(head);
             }
         }
         Ok::<(), std::io::Error>(())

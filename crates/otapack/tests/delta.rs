@@ -73,6 +73,116 @@ fn real_firmware_pairs_round_trip_and_beat_full_packages() {
     }
 }
 
+/// The other pairs in testdata (the comparison's: ESP32 and ESP32-C3 bootloaders, an nRF52
+/// app from a sparse HEX file, Wi-Fi firmware, AArch64 and big-endian s390x ELF files, an x86
+/// option ROM), loaded as `benches/compare/run.sh` loads them: each delta applies through the
+/// device path to the new image and is smaller than the full package.
+#[test]
+fn comparison_firmware_pairs_round_trip() {
+    let k = key("test-ed25519");
+    let trusted = [pubkey("test-ed25519").key];
+    type Pair = (&'static str, &'static str, Option<(u64, u64)>);
+    let pairs: &[Pair] = &[
+        (
+            "espflash-4.6.0-esp32-bootloader.bin",
+            "espflash-4.7.0-esp32-bootloader.bin",
+            None,
+        ),
+        (
+            "espflash-4.2.0-esp32c3-bootloader.bin",
+            "espflash-4.3.0-esp32c3-bootloader.bin",
+            None,
+        ),
+        (
+            "nrf52-connectivity-4.1.1-usb-for-s132-5.1.0.hex",
+            "nrf52-connectivity-4.1.2-usb-for-s132-5.1.0.hex",
+            Some((0x23000, 0x50000)),
+        ),
+        (
+            "ath9k-htc-9271-1.4.0-106.fw",
+            "ath9k-htc-9271-1.4.0-108.fw",
+            None,
+        ),
+        ("rtw8822c-fw-9.9.14.bin", "rtw8822c-fw-9.9.15.bin", None),
+        (
+            "tf-a-2.4-rk3328-bl31.elf",
+            "tf-a-2.8-rk3328-bl31.elf",
+            Some((0x40000, 0x80000)),
+        ),
+        (
+            "u-boot-2021.01+dfsg-5-qemu_arm64.elf",
+            "u-boot-2021.01+dfsg-5+deb11u3-qemu_arm64.elf",
+            None,
+        ),
+        (
+            "qemu-10.0.2-s390-ccw.img",
+            "qemu-10.0.13-s390-ccw.img",
+            None,
+        ),
+        (
+            "seabios-1.16.2-vgabios-stdvga.bin",
+            "seabios-1.16.3-vgabios-stdvga.bin",
+            None,
+        ),
+    ];
+    for &(old, new, range) in pairs {
+        let opts = LoadOptions {
+            range,
+            ..LoadOptions::default()
+        };
+        let old = load(&testdata(&format!("firmware/{old}")), &opts).unwrap();
+        let new = load(&testdata(&format!("firmware/{new}")), &opts).unwrap();
+        assert_ne!(old.data, new.data);
+        let delta = build_delta(&old, &new, &options(), &[&k]).unwrap();
+        let full = build_full(&new, &options(), &[&k]).unwrap();
+        assert_eq!(
+            apply(&delta, Some(&old.data), &trusted, &Policy::default()).unwrap(),
+            new.data
+        );
+        assert!(
+            delta.len() < full.len(),
+            "{}: delta {} >= full {}",
+            new.data.len(),
+            delta.len(),
+            full.len()
+        );
+    }
+}
+
+/// One bidiff scan covers several slices (`SCAN_CHUNK`), so its matches can run across slice
+/// boundaries; they are cut there, and each slice's matches tile it exactly and rebuild it.
+#[test]
+fn matches_are_cut_at_slice_boundaries() {
+    use otapack::delta::{patch_rebuilds, patch_stream, slice_matches, SCAN_CHUNK};
+    let old = noise(3 * SCAN_CHUNK / 2, 0x1234_5678);
+    let mut new = old.clone();
+    new.splice(1000..1000, noise(77, 3));
+    new.drain(200_000..200_100);
+    new[300_000] ^= 0x55;
+    for slice in [4096, 65536] {
+        let matches = slice_matches(&old, &new, slice).unwrap();
+        assert_eq!(matches.len(), new.len().div_ceil(slice));
+        let mut crossing = 0;
+        for (i, m) in matches.iter().enumerate() {
+            let start = i * slice;
+            let s = &new[start..new.len().min(start + slice)];
+            // Without the cut, a long match would stay whole in the slice where it starts.
+            crossing += usize::from(
+                m.first()
+                    .is_some_and(|m| m.add_new == start && m.add_len > 0),
+            );
+            let stream = patch_stream(&old, &new, start, s.len(), m)
+                .unwrap_or_else(|| panic!("slice {i} of {slice}: matches do not tile it"));
+            let payload = zstd::bulk::compress(&stream, 3).unwrap();
+            assert!(patch_rebuilds(&old, &payload, 1, start, s, &(0..old.len())));
+        }
+        assert!(
+            crossing > new.len() / slice / 2,
+            "{crossing} slices start inside a match"
+        );
+    }
+}
+
 #[test]
 fn unchanged_and_moved_slices_become_copies() {
     let old = noise(7 * 4096, 0x9E37_79B9);
