@@ -567,7 +567,8 @@ mod tests {
     #[test]
     fn format_2_header_and_ops_pinned() {
         // Everything from offset 8 moved up by 4: the call and the pointer follow.
-        let p = Predict::new(crate::predict::ALL_FLAGS, 0x100, &[(8, 4)]).unwrap();
+        use crate::predict::{POINTER32, THUMB_BL};
+        let p = Predict::new(THUMB_BL | POINTER32, 0x100, &[(8, 4)]).unwrap();
         let ops = [Op {
             seek: 0,
             add: &[0; 12],
@@ -606,7 +607,7 @@ mod tests {
         let out = apply2(&encode_format2(&p, &ops), &BASE2, 2, 4, 4).unwrap();
         assert_eq!(out, [0x00, 0xF0, 0x03, 0xF8]); // 12 - (2 + 4) = 6 bytes
                                                    // Without the map entry, nothing moved: the base comes out as it is.
-        let still = Predict::new(crate::predict::ALL_FLAGS, 0x100, &[]).unwrap();
+        let still = Predict::new(THUMB_BL | POINTER32, 0x100, &[]).unwrap();
         let ops = [Op {
             seek: 0,
             add: &[0; 12],
@@ -633,7 +634,7 @@ mod tests {
             [0x2A]
         );
         let bad = [
-            &[0x04, 0x00, 0x00][..],                     // unknown flag
+            &[0x08, 0x00, 0x00][..],                     // unknown flag (bit 3)
             &[0x80, 0x02, 0x00, 0x00],                   // flags 0x100
             &[0x01, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00], // address 2^32
             &[0x01, 0x00, 0x41],                         // 65 map entries

@@ -3,7 +3,7 @@
 //!
 //! When firmware is re-linked, code and data shift, and every reference that crosses a shift
 //! changes: the 32-bit absolute pointers in literal pools and vector tables, and the PC-relative
-//! offsets of Thumb `BL` calls. bsdiff's add-with-difference stores each such change as a
+//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions. bsdiff's add-with-difference stores each such change as a
 //! non-zero add byte (on the micro:bit pair in `testdata/`, 6,900 changed words, 8,252 add
 //! bytes). Format 2 instead sends an **address map** (which ranges of the base moved by how
 //! much) and lets the applier rewrite those references in the base bytes it reads, before the
@@ -20,11 +20,12 @@
 //! | rule | when | predicted |
 //! |---|---|---|
 //! | Thumb `BL` (flag bit 0) | `x` lies in `[p, p+4)` for an even `p` with `p + 4 <= base_size`, `hw(p) & 0xF800 == 0xF000` and `hw(p+2) & 0xF800 == 0xF800` (`hw`: little-endian u16 of the base) | the BL re-encoded for the moved target: `off` = the 23-bit sign-extended `(hw(p) & 0x7FF) << 12 \| (hw(p+2) & 0x7FF) << 1`, `t = p + 4 + off`, `n = map(t) - (p + d + 4)`; the bytes are the LE halfwords `0xF000 \| (n >> 12) & 0x7FF` and `0xF800 \| (n >> 1) & 0x7FF`; byte `x - p` of them |
-//! | pointer (flag bit 1) | not a BL byte (per the row above, when bit 0 is set), and for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a BL byte, and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
+//! | AArch64 `B`/`BL` (flag bit 2) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte (per the row above, when bit 0 is set), and `w = le32(base[a..a+4])` has `w & 0x7C00_0000 == 0x1400_0000` | the branch re-encoded for the moved target: `off` = the 26-bit sign-extended `w & 0x03FF_FFFF`, times 4; `t = a + off`, `n = map(t) - (a + d)`; the word `le32((w & 0xFC00_0000) \| (n >> 2) & 0x03FF_FFFF)`, byte `x - a` of it |
+//! | pointer (flag bit 1) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte, the word is not an AArch64 branch (per the rows above, for the flags set), and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
 //! | otherwise | | `base[x]` |
 //!
 //! A halfword cannot be both a BL's first half (`11110…`) and its second (`11111…`), so BLs
-//! never overlap and each byte belongs to at most one. The rules read base bytes up to 5 before
+//! never overlap and each byte belongs to at most one rule. The rules read base bytes up to 5 before
 //! and 5 after the byte predicted, never outside the base. The prediction depends only on the
 //! base, the header and `d`, never on how the op stream was cut into pieces.
 
@@ -35,8 +36,10 @@ use crate::patch::BaseImage;
 pub const THUMB_BL: u8 = 1;
 /// Flag bit 1: predict 32-bit little-endian absolute pointers into the base image.
 pub const POINTER32: u8 = 2;
+/// Flag bit 2: predict AArch64 `B` and `BL` offsets (offsets within ±128 MiB).
+pub const A64_BRANCH: u8 = 4;
 /// Every flag format 2 defines.
-pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32;
+pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH;
 /// Most address-map entries a format-2 header may carry (the applier holds them, 8 bytes each).
 pub const MAX_MAP_ENTRIES: usize = 64;
 /// Base bytes a prediction reads before the first and after the last byte it predicts.
@@ -138,6 +141,26 @@ impl Predict {
             let [l0, l1] = nl.to_le_bytes();
             Some((p, [h0, h1, l0, l1]))
         };
+        // An AArch64 B/BL at the 4-aligned `a`, not overlapping a Thumb BL, re-encoded.
+        let a64 = |a: u64| -> Option<[u8; 4]> {
+            if self.flags & A64_BRANCH == 0 || !a.is_multiple_of(4) || a + 4 > base_len {
+                return None;
+            }
+            if bl(a.checked_sub(2)).is_some() || bl(Some(a)).is_some() || bl(Some(a + 2)).is_some()
+            {
+                return None;
+            }
+            let w = u32::from_le_bytes([at(a)?, at(a + 1)?, at(a + 2)?, at(a + 3)?]);
+            if w & 0x7C00_0000 != 0x1400_0000 {
+                return None;
+            }
+            let off = ((((w & 0x03FF_FFFF) << 6) as i32) >> 4) as u32;
+            let a32 = a as u32;
+            let n = self
+                .map(a32.wrapping_add(off))
+                .wrapping_sub(a32.wrapping_add(d));
+            Some(((w & 0xFC00_0000) | ((n >> 2) & 0x03FF_FFFF)).to_le_bytes())
+        };
         let end = x.saturating_add(out.len() as u64);
         for (o, i) in out.iter_mut().zip(x..end) {
             *o = at(i).unwrap_or(0);
@@ -161,12 +184,22 @@ impl Predict {
                 p += 2;
             }
         }
+        if self.flags & A64_BRANCH != 0 {
+            let mut a = x & !3;
+            while a < end {
+                if let Some(bytes) = a64(a) {
+                    put(a, bytes);
+                }
+                a += 4;
+            }
+        }
         if self.flags & POINTER32 != 0 {
             let mut a = x & !3;
             while a < end {
                 let covered = bl(a.checked_sub(2)).is_some()
                     || bl(Some(a)).is_some()
-                    || bl(Some(a + 2)).is_some();
+                    || bl(Some(a + 2)).is_some()
+                    || a64(a).is_some();
                 let word = (a + 4 <= base_len && !covered)
                     .then(|| Some([at(a)?, at(a + 1)?, at(a + 2)?, at(a + 3)?]))
                     .flatten();
@@ -240,17 +273,38 @@ mod tests {
             return bytes[x - q];
         }
         let a = x & !3;
-        if p.flags() & POINTER32 != 0
-            && a + 4 <= base.len()
-            && (a..a + 4).all(|i| bl_at(i).is_none())
-        {
-            let v = u32::from_le_bytes(base[a..a + 4].try_into().unwrap());
+        let thumb_free = a + 4 <= base.len() && (a..a + 4).all(|i| bl_at(i).is_none());
+        let w =
+            (a + 4 <= base.len()).then(|| u32::from_le_bytes(base[a..a + 4].try_into().unwrap()));
+        let branch = p.flags() & A64_BRANCH != 0
+            && thumb_free
+            && w.is_some_and(|w| (w >> 26) & 0b11111 == 0b00101);
+        if branch {
+            let w = w.unwrap();
+            let imm = w & 0x03FF_FFFF;
+            let off = if imm & (1 << 25) != 0 {
+                (imm | 0xFC00_0000) << 2
+            } else {
+                imm << 2
+            };
+            let n = p
+                .map((a as u32).wrapping_add(off))
+                .wrapping_sub((a as u32).wrapping_add(d));
+            return ((w & 0xFC00_0000) | ((n >> 2) & 0x03FF_FFFF)).to_le_bytes()[x - a];
+        }
+        if p.flags() & POINTER32 != 0 && thumb_free {
+            let v = w.unwrap();
             let off = v.wrapping_sub(p.address());
             if (off as usize) < base.len() {
                 return (p.map(off).wrapping_add(p.address())).to_le_bytes()[x - a];
             }
         }
         base[x]
+    }
+
+    /// An AArch64 `BL` at `from` calling `to`.
+    fn a64_bl(from: u32, to: u32) -> u32 {
+        0x9400_0000 | (to.wrapping_sub(from) >> 2) & 0x03FF_FFFF
     }
 
     fn bl(from: u32, to: u32) -> [u8; 4] {
@@ -289,8 +343,32 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_aarch64_branch_is_predicted_exactly() {
+        // Base: a BL at 0x10 calling 0x40, a B at 0x44 back to 0x8, and a pointer at 0x20 to
+        // 0x44. Everything from 0x30 moved up by 0x10.
+        let mut base = [0u8; 0x60];
+        base[0x10..0x14].copy_from_slice(&a64_bl(0x10, 0x40).to_le_bytes());
+        base[0x44..0x48].copy_from_slice(&0x17FF_FFF1u32.to_le_bytes()); // B -0x3C: to 0x8
+        base[0x20..0x24].copy_from_slice(&0x44u32.to_le_bytes());
+        let p = Predict::new(A64_BRANCH | POINTER32, 0, &[(0x30, 0x10)]).unwrap();
+        let mut out = [0u8; 0x60];
+        p.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        // Exact bytes pinned: BL 0x10 -> 0x50 is 0x10 words: 0x9400_0010.
+        assert_eq!(out[0x10..0x14], [0x10, 0x00, 0x00, 0x94]);
+        assert_eq!(out[0x20..0x24], 0x54u32.to_le_bytes());
+        // The B itself moved with its block (d = 0x10): back to 0x8 is -0x4C, 0x17FF_FFED.
+        let mut b = [0u8; 4];
+        p.predict(&base, 0, base.len() as u64, 0x44, 0x10, &mut b);
+        assert_eq!(b, 0x17FF_FFEDu32.to_le_bytes());
+        // Without the flag the branch is a word like any other (here not a pointer: too big).
+        let no = Predict::new(POINTER32, 0, &[(0x30, 0x10)]).unwrap();
+        no.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        assert_eq!(out[0x10..0x14], base[0x10..0x14]);
+    }
+
+    #[test]
     fn headers_are_checked() {
-        assert!(Predict::new(4, 0, &[]).is_none());
+        assert!(Predict::new(8, 0, &[]).is_none());
         assert!(Predict::new(1, 0, &[(5, 1), (5, 2)]).is_none());
         assert!(Predict::new(1, 0, &[(5, 1), (4, 2)]).is_none());
         let many: alloc::vec::Vec<(u32, u32)> = (0..65).map(|i| (i, 1)).collect();
@@ -313,9 +391,11 @@ mod tests {
                 (0u32..0x400, 0u32..0x400).prop_map(|(f, t)| u32::from_le_bytes(bl(f & !1, t & !1))),
                 (0u32..0x400).prop_map(|v| 0x2000_0000 + v),
                 (0u32..0x10000).prop_map(|v| 0xF000_F800 | (v & 0x07FF_07FF)),
+                (0u32..0x400, 0u32..0x400).prop_map(|(f, t)| a64_bl(f & !3, t)),
+                any::<u32>().prop_map(|v| 0x1400_0000 | (v & 0x83FF_FFFF)),
             ], 1..80),
             tail in 0usize..4,
-            flags in 0u8..4,
+            flags in 0u8..8,
             map in proptest::collection::btree_map(0u32..0x500, any::<u32>(), 0..6),
             x in 0usize..400,
             n in 1usize..crate::patch::ADD_BLOCK + 1,

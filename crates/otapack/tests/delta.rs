@@ -492,6 +492,18 @@ fn thumb_image(
     pool: usize,
     seed: u64,
 ) -> Vec<u8> {
+    code_image(sizes, calls, pool, seed, false)
+}
+
+/// [`thumb_image`], or with `a64` the same made of AArch64 words: random words that are no
+/// branch and AArch64 `BL` calls.
+fn code_image(
+    sizes: &[usize],
+    calls: &[(usize, usize, usize)],
+    pool: usize,
+    seed: u64,
+    a64: bool,
+) -> Vec<u8> {
     let mut starts = Vec::new();
     let mut at = 0usize;
     for &s in sizes {
@@ -506,8 +518,9 @@ fn thumb_image(
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            // Two halfwords below 0x8000: never a BL half.
-            let v = (rng as u32) & 0x7FFF_7FFF;
+            // Two halfwords below 0x8000: never a Thumb BL half; with bit 30 also never an
+            // AArch64 B or BL (top bits x00101).
+            let v = (rng as u32) & 0x7FFF_7FFF | if a64 { 0x4000_0000 } else { 0 };
             img[starts[f] + 4 * w..][..4].copy_from_slice(&v.to_le_bytes());
         }
         for p in 0..pool {
@@ -518,6 +531,12 @@ fn thumb_image(
     for &(f, w, t) in calls {
         let (f, t) = (f % sizes.len(), t % sizes.len());
         let from = starts[f] + 4 * (w % sizes[f]);
+        if a64 {
+            let n = (starts[t] as u32).wrapping_sub(from as u32);
+            let bl = 0x9400_0000 | (n >> 2) & 0x03FF_FFFF;
+            img[from..from + 4].copy_from_slice(&bl.to_le_bytes());
+            continue;
+        }
         let n = (starts[t] as u32).wrapping_sub(from as u32 + 4);
         let h = 0xF000u16 | ((n >> 12) & 0x7FF) as u16;
         let l = 0xF800u16 | ((n >> 1) & 0x7FF) as u16;
@@ -564,6 +583,70 @@ proptest! {
             .collect();
         prop_assert!(formats.contains(&2), "patch formats {:?}", formats);
     }
+}
+
+/// Re-linked AArch64 firmware: 600 functions calling each other, one early function grown by
+/// 40 bytes. The builder sees AArch64 calls, so slices after the growth are format-2 patches
+/// whose header asks for AArch64 prediction (flags bit 2), and the delta is a fraction of what
+/// the same image costs with the Thumb rule (which predicts none of these calls).
+#[test]
+fn moved_aarch64_code_is_predicted() {
+    use otapack::otapack_core::predict::{A64_BRANCH, THUMB_BL};
+    let sizes: Vec<usize> = (0..600).map(|i| 20 + (i * 7919) % 60).collect();
+    let calls: Vec<(usize, usize, usize)> =
+        (0..6000).map(|i| (i * 31, i * 17, i * 7 + 300)).collect();
+    let old = code_image(&sizes, &calls, 0, 5, true);
+    let mut bigger = sizes.clone();
+    bigger[3] += 10;
+    let new = code_image(&bigger, &calls, 0, 5, true);
+    let mut o = options();
+    o.slice_log2 = 14;
+    o.zstd_window_log = 12;
+    o.segment_log = 0;
+    let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
+    let lax = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
+    let p = Package::parse(&delta).unwrap();
+    let mut format2 = 0;
+    for r in p.manifest().slices() {
+        if r.method() == Method::Patch && r.arg() == 2 {
+            // The op stream's first varint is the header's flags (pointers too: the load address
+            // is 0).
+            let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
+            assert_eq!(
+                stream[0] & (A64_BRANCH | THUMB_BL),
+                A64_BRANCH,
+                "slice {}",
+                r.index()
+            );
+            format2 += 1;
+        }
+    }
+    assert!(format2 >= 4, "{format2} format-2 slices");
+    // What prediction saves: the bytes a slice's add run differs by, AArch64 rule vs Thumb
+    // rule, over the slices after the growth (read with the run's displacement, 40).
+    let map = otapack::delta::address_map(
+        old.len(),
+        &otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap(),
+    );
+    let changed = |flags: u8| {
+        let pr = otapack::otapack_core::predict::Predict::new(flags, 0, &map).unwrap();
+        let (from, len) = (0x4000usize, 0x8000usize);
+        let mut b = vec![0u8; len];
+        pr.predict(&old, 0, old.len() as u64, from as u64, 40, &mut b);
+        b.iter()
+            .zip(&new[from + 40..from + 40 + len])
+            .filter(|(x, y)| x != y)
+            .count()
+    };
+    let (a64, thumb) = (changed(A64_BRANCH), changed(THUMB_BL));
+    assert!(
+        a64 * 20 < thumb,
+        "changed bytes: AArch64 rule {a64}, Thumb rule {thumb}"
+    );
 }
 
 /// A format-2 header can make a short slice's op stream longer than the device allows
