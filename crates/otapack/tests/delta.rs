@@ -25,7 +25,6 @@ fn apply(
 
 #[test]
 fn real_firmware_pairs_round_trip_and_beat_full_packages() {
-    let k = key("test-ed25519");
     let trusted = [pubkey("test-ed25519").key];
     for (old, new) in PAIRS {
         let old = load(
@@ -38,22 +37,10 @@ fn real_firmware_pairs_round_trip_and_beat_full_packages() {
             &LoadOptions::default(),
         )
         .unwrap();
-        let delta = build_delta(&old, &new, &options(), &[&k]).unwrap();
-        let full = build_full(&new, &options(), &[&k]).unwrap();
+        let delta = delta_round_trips(&old, &new);
         assert_eq!(
             Package::parse(&delta).unwrap().manifest().kind(),
             Kind::Delta
-        );
-        assert_eq!(
-            apply(&delta, Some(&old.data), &trusted, &Policy::default()).unwrap(),
-            new.data
-        );
-        assert!(
-            delta.len() < full.len(),
-            "{}: delta {} >= full {}",
-            new.data.len(),
-            delta.len(),
-            full.len()
         );
         // The wrong base, or none, is refused before anything is produced.
         assert_eq!(
@@ -79,8 +66,6 @@ fn real_firmware_pairs_round_trip_and_beat_full_packages() {
 /// device path to the new image and is smaller than the full package.
 #[test]
 fn comparison_firmware_pairs_round_trip() {
-    let k = key("test-ed25519");
-    let trusted = [pubkey("test-ed25519").key];
     type Pair = (&'static str, &'static str, Option<(u64, u64)>);
     let pairs: &[Pair] = &[
         (
@@ -133,20 +118,29 @@ fn comparison_firmware_pairs_round_trip() {
         let old = load(&testdata(&format!("firmware/{old}")), &opts).unwrap();
         let new = load(&testdata(&format!("firmware/{new}")), &opts).unwrap();
         assert_ne!(old.data, new.data);
-        let delta = build_delta(&old, &new, &options(), &[&k]).unwrap();
-        let full = build_full(&new, &options(), &[&k]).unwrap();
-        assert_eq!(
-            apply(&delta, Some(&old.data), &trusted, &Policy::default()).unwrap(),
-            new.data
-        );
-        assert!(
-            delta.len() < full.len(),
-            "{}: delta {} >= full {}",
-            new.data.len(),
-            delta.len(),
-            full.len()
-        );
+        delta_round_trips(&old, &new);
     }
+}
+
+/// A signed delta from `old` to `new`, checked: it applies through the device path to `new`
+/// and is smaller than the full package.
+fn delta_round_trips(old: &otapack::image::Image, new: &otapack::image::Image) -> Vec<u8> {
+    let k = key("test-ed25519");
+    let trusted = [pubkey("test-ed25519").key];
+    let delta = build_delta(old, new, &options(), &[&k]).unwrap();
+    let full = build_full(new, &options(), &[&k]).unwrap();
+    assert_eq!(
+        apply(&delta, Some(&old.data), &trusted, &Policy::default()).unwrap(),
+        new.data
+    );
+    assert!(
+        delta.len() < full.len(),
+        "{}: delta {} >= full {}",
+        new.data.len(),
+        delta.len(),
+        full.len()
+    );
+    delta
 }
 
 /// One bidiff scan covers several slices (`SCAN_CHUNK`), so its matches can run across slice
