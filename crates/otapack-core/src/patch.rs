@@ -634,7 +634,8 @@ mod tests {
             [0x2A]
         );
         let bad = [
-            &[0x08, 0x00, 0x00][..],                     // unknown flag (bit 3)
+            &[0x10, 0x00, 0x00][..],                     // unknown flag (bit 4)
+            &[0x09, 0x00, 0x00],                         // Thumb BL with ADRP pairs
             &[0x80, 0x02, 0x00, 0x00],                   // flags 0x100
             &[0x01, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00], // address 2^32
             &[0x01, 0x00, 0x41],                         // 65 map entries

@@ -21,13 +21,16 @@
 //! |---|---|---|
 //! | Thumb `BL` (flag bit 0) | `x` lies in `[p, p+4)` for an even `p` with `p + 4 <= base_size`, `hw(p) & 0xF800 == 0xF000` and `hw(p+2) & 0xF800 == 0xF800` (`hw`: little-endian u16 of the base) | the BL re-encoded for the moved target: `off` = the 23-bit sign-extended `(hw(p) & 0x7FF) << 12 \| (hw(p+2) & 0x7FF) << 1`, `t = p + 4 + off`, `n = map(t) - (p + d + 4)`; the bytes are the LE halfwords `0xF000 \| (n >> 12) & 0x7FF` and `0xF800 \| (n >> 1) & 0x7FF`; byte `x - p` of them |
 //! | AArch64 `B`/`BL` (flag bit 2) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte (per the row above, when bit 0 is set), and `w = le32(base[a..a+4])` has `w & 0x7C00_0000 == 0x1400_0000` | the branch re-encoded for the moved target: `off` = the 26-bit sign-extended `w & 0x03FF_FFFF`, times 4; `t = a + off`, `n = map(t) - (a + d)`; the word `le32((w & 0xFC00_0000) \| (n >> 2) & 0x03FF_FFFF)`, byte `x - a` of it |
-//! | pointer (flag bit 1) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte, the word is not an AArch64 branch (per the rows above, for the flags set), and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
+//! | AArch64 `ADRP` pair (flag bit 3; never with bit 0) | for `a = x & !3`, the pair at `b = a` or `b = a - 4`: `b + 8 <= base_size`, `w = le32(base[b..b+4])` has `w & 0x9F00_0000 == 0x9000_0000` (ADRP, register `Rd = w & 31`), and `s = le32(base[b+4..b+8])` uses `Rd` as its base register (`(s >> 5) & 31 == Rd`) and is `ADD Xd, Xn, #imm12` (`s & 0xFFC0_0000 == 0x9100_0000`, scale `k = 0`) or an integer load/store with unsigned offset (`s & 0x3F00_0000 == 0x3900_0000`, `k = s >> 30`); `t = (b & !0xFFF) + sext21(immhi:immlo) * 4096 + ((s >> 10) & 0xFFF) * 2^k`, `nt = map(t)` with its low `k` bits zero | `n = ((nt & !0xFFF) - ((b + d) & !0xFFF)) >> 12`; the ADRP word with `immlo = n & 3`, `immhi = (n >> 2) & 0x7FFFF`, and the second word with `imm12 = (nt & 0xFFF) >> k`; byte `x - b` of the two |
+//! | pointer (flag bit 1) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte, the word is not an AArch64 branch nor in an ADRP pair (per the rows above, for the flags set), and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
 //! | otherwise | | `base[x]` |
 //!
 //! A halfword cannot be both a BL's first half (`11110…`) and its second (`11111…`), so BLs
-//! never overlap and each byte belongs to at most one rule. The rules read base bytes up to 5 before
-//! and 5 after the byte predicted, never outside the base. The prediction depends only on the
-//! base, the header and `d`, never on how the op stream was cut into pieces.
+//! never overlap; a word is an ADRP or an ADD/load/store, never both, and ADRP pairs are never
+//! predicted with Thumb BLs: each byte belongs to at most one rule. The rules read base bytes
+//! up to 7 before and 7 after the byte predicted (ADRP pairs; 5 for the others), never outside
+//! the base. The prediction depends only on the base, the header and `d`, never on how the op
+//! stream was cut into pieces.
 
 use crate::error::Result;
 use crate::patch::BaseImage;
@@ -38,8 +41,11 @@ pub const THUMB_BL: u8 = 1;
 pub const POINTER32: u8 = 2;
 /// Flag bit 2: predict AArch64 `B` and `BL` offsets (offsets within ±128 MiB).
 pub const A64_BRANCH: u8 = 4;
-/// Every flag format 2 defines.
-pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH;
+/// Flag bit 3: predict AArch64 `ADRP` followed by the `ADD` or load/store that completes its
+/// address (the page and the low 12 bits of a moved target).
+pub const A64_ADRP: u8 = 8;
+/// Every flag format 2 defines (a header may not set both [`THUMB_BL`] and [`A64_ADRP`]).
+pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP;
 /// Most address-map entries a format-2 header may carry (the applier holds them, 8 bytes each).
 pub const MAX_MAP_ENTRIES: usize = 64;
 /// Base bytes a prediction reads before the first and after the last byte it predicts.
@@ -57,7 +63,8 @@ pub struct Predict {
 
 impl Predict {
     /// A header with `flags` (see [`ALL_FLAGS`]), the base's load `address` (for pointers) and
-    /// map entries `(start, shift)`; `None` if a flag is unknown, there are more than
+    /// map entries `(start, shift)`; `None` if a flag is unknown, [`THUMB_BL`] and
+    /// [`A64_ADRP`] are both set (their rules would overlap), there are more than
     /// [`MAX_MAP_ENTRIES`] entries, or the starts do not strictly increase.
     pub fn new(flags: u8, address: u32, entries: &[(u32, u32)]) -> Option<Self> {
         let mut p = Predict::empty(flags, address)?;
@@ -68,7 +75,8 @@ impl Predict {
     }
 
     pub(crate) fn empty(flags: u8, address: u32) -> Option<Self> {
-        (flags & !ALL_FLAGS == 0).then_some(Predict {
+        let thumb_and_adrp = THUMB_BL | A64_ADRP;
+        (flags & !ALL_FLAGS == 0 && flags & thumb_and_adrp != thumb_and_adrp).then_some(Predict {
             flags,
             address,
             len: 0,
@@ -161,6 +169,39 @@ impl Predict {
                 .wrapping_sub(a32.wrapping_add(d));
             Some(((w & 0xFC00_0000) | ((n >> 2) & 0x03FF_FFFF)).to_le_bytes())
         };
+        // An AArch64 ADRP at the 4-aligned `a` and the ADD or load/store after it that uses
+        // its register, both re-encoded for the moved target (never with Thumb BLs: `new`).
+        let adrp = |a: u64| -> Option<([u8; 4], [u8; 4])> {
+            if self.flags & A64_ADRP == 0 || !a.is_multiple_of(4) || a + 8 > base_len {
+                return None;
+            }
+            let w = u32::from_le_bytes([at(a)?, at(a + 1)?, at(a + 2)?, at(a + 3)?]);
+            let s = u32::from_le_bytes([at(a + 4)?, at(a + 5)?, at(a + 6)?, at(a + 7)?]);
+            if w & 0x9F00_0000 != 0x9000_0000 || (s >> 5) & 0x1F != w & 0x1F {
+                return None;
+            }
+            let scale = if s & 0xFFC0_0000 == 0x9100_0000 {
+                0 // ADD Xd, Xn, #imm12
+            } else if s & 0x3F00_0000 == 0x3900_0000 {
+                s >> 30 // LDR/STR (integer, unsigned offset), imm12 scaled by the size
+            } else {
+                return None;
+            };
+            let imm = ((w >> 29) & 3) | (((w >> 5) & 0x7_FFFF) << 2);
+            let page = (((imm << 11) as i32) >> 11) as u32;
+            let a32 = a as u32;
+            let t = (a32 & !0xFFF)
+                .wrapping_add(page << 12)
+                .wrapping_add(((s >> 10) & 0xFFF) << scale);
+            let nt = self.map(t);
+            if nt & ((1 << scale) - 1) != 0 {
+                return None;
+            }
+            let n = (nt & !0xFFF).wrapping_sub(a32.wrapping_add(d) & !0xFFF) >> 12;
+            let nw = (w & 0x9F00_001F) | (n & 3) << 29 | ((n >> 2) & 0x7_FFFF) << 5;
+            let ns = (s & !(0xFFF << 10)) | ((nt & 0xFFF) >> scale) << 10;
+            Some((nw.to_le_bytes(), ns.to_le_bytes()))
+        };
         let end = x.saturating_add(out.len() as u64);
         for (o, i) in out.iter_mut().zip(x..end) {
             *o = at(i).unwrap_or(0);
@@ -193,13 +234,25 @@ impl Predict {
                 a += 4;
             }
         }
+        if self.flags & A64_ADRP != 0 {
+            let mut a = (x & !3).saturating_sub(4);
+            while a < end {
+                if let Some((first, second)) = adrp(a) {
+                    put(a, first);
+                    put(a + 4, second);
+                }
+                a += 4;
+            }
+        }
         if self.flags & POINTER32 != 0 {
             let mut a = x & !3;
             while a < end {
                 let covered = bl(a.checked_sub(2)).is_some()
                     || bl(Some(a)).is_some()
                     || bl(Some(a + 2)).is_some()
-                    || a64(a).is_some();
+                    || a64(a).is_some()
+                    || adrp(a).is_some()
+                    || a.checked_sub(4).and_then(adrp).is_some();
                 let word = (a + 4 <= base_len && !covered)
                     .then(|| Some([at(a)?, at(a + 1)?, at(a + 2)?, at(a + 3)?]))
                     .flatten();
@@ -292,6 +345,53 @@ mod tests {
                 .wrapping_sub((a as u32).wrapping_add(d));
             return ((w & 0xFC00_0000) | ((n >> 2) & 0x03FF_FFFF)).to_le_bytes()[x - a];
         }
+        let word = |i: usize| {
+            (i + 4 <= base.len()).then(|| u32::from_le_bytes(base[i..i + 4].try_into().unwrap()))
+        };
+        let pair = |b: usize| -> Option<[u8; 8]> {
+            if p.flags() & A64_ADRP == 0 || !b.is_multiple_of(4) {
+                return None;
+            }
+            let (w, s) = (word(b)?, word(b + 4)?);
+            if w & 0x9F00_0000 != 0x9000_0000 || (s >> 5) & 31 != w & 31 {
+                return None;
+            }
+            let k = if s & 0xFFC0_0000 == 0x9100_0000 {
+                0
+            } else if s & 0x3F00_0000 == 0x3900_0000 {
+                s >> 30
+            } else {
+                return None;
+            };
+            let imm = (((w >> 5) & 0x7FFFF) << 2) | ((w >> 29) & 3);
+            let imm = if imm & (1 << 20) != 0 {
+                imm | 0xFFE0_0000
+            } else {
+                imm
+            };
+            let t = ((b as u32) & !0xFFF)
+                .wrapping_add(imm << 12)
+                .wrapping_add(((s >> 10) & 0xFFF) << k);
+            let nt = p.map(t);
+            if !nt.is_multiple_of(1 << k) {
+                return None;
+            }
+            let n = (nt & !0xFFF).wrapping_sub((b as u32).wrapping_add(d) & !0xFFF) >> 12;
+            let nw = (w & 0x9F00_001F) | (n & 3) << 29 | ((n >> 2) & 0x7FFFF) << 5;
+            let ns = (s & !(0xFFF << 10)) | ((nt & 0xFFF) >> k) << 10;
+            let mut out = [0u8; 8];
+            out[..4].copy_from_slice(&nw.to_le_bytes());
+            out[4..].copy_from_slice(&ns.to_le_bytes());
+            Some(out)
+        };
+        // A word is an ADRP or an ADD/load/store, never both: at most one pair holds it.
+        if let Some(b) = [Some(a), a.checked_sub(4)]
+            .into_iter()
+            .flatten()
+            .find(|&b| pair(b).is_some())
+        {
+            return pair(b).unwrap()[x - b];
+        }
         if p.flags() & POINTER32 != 0 && thumb_free {
             let v = w.unwrap();
             let off = v.wrapping_sub(p.address());
@@ -324,7 +424,7 @@ mod tests {
         let mut base = [0u8; 0x60];
         base[0x10..0x14].copy_from_slice(&bl(0x10, 0x40));
         base[0x20..0x24].copy_from_slice(&0x1000_0044u32.to_le_bytes());
-        let p = Predict::new(ALL_FLAGS, 0x1000_0000, &[(0x30, 8)]).unwrap();
+        let p = Predict::new(THUMB_BL | POINTER32, 0x1000_0000, &[(0x30, 8)]).unwrap();
         let mut out = [0u8; 0x30];
         p.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
         assert_eq!(out[0x10..0x14], bl(0x10, 0x48));
@@ -367,8 +467,42 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_adrp_pair_is_predicted_exactly() {
+        // ADRP x0, page of 0 at 0x10; ADD x0, x0, #0x40 at 0x14 (target 0x40); at 0x20 ADRP
+        // x0 again and LDR x1, [x0, #0x48] at 0x24 (target 0x48, scaled by 8).
+        let mut base = [0u8; 0x60];
+        for (at, w) in [
+            (0x10, 0x9000_0000u32),
+            (0x14, 0x9101_0000),
+            (0x20, 0x9000_0000),
+            (0x24, 0xF940_2401),
+        ] {
+            base[at..at + 4].copy_from_slice(&u32::to_le_bytes(w));
+        }
+        // Everything from 0x30 moved up by 0x10: the low 12 bits follow.
+        let p = Predict::new(A64_ADRP, 0, &[(0x30, 0x10)]).unwrap();
+        let mut out = [0u8; 0x30];
+        p.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        let word = |o: &[u8], at: usize| u32::from_le_bytes(o[at..at + 4].try_into().unwrap());
+        assert_eq!(word(&out, 0x10), 0x9000_0000);
+        assert_eq!(word(&out, 0x14), 0x9101_4000); // #0x50
+        assert_eq!(word(&out, 0x24), 0xF940_2C01); // #0x58 = 11 * 8
+                                                   // Moved up by 0x1000 instead: the page moves by one, the low bits stay.
+        let far = Predict::new(A64_ADRP, 0, &[(0x30, 0x1000)]).unwrap();
+        far.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        assert_eq!(word(&out, 0x10), 0xB000_0000); // immlo = 1
+        assert_eq!(word(&out, 0x14), 0x9101_0000);
+        // Read on its own from the second word, the pair is still predicted.
+        let mut second = [0u8; 4];
+        p.predict(&base, 0, base.len() as u64, 0x14, 0, &mut second);
+        assert_eq!(second, 0x9101_4000u32.to_le_bytes());
+        // Thumb calls and ADRP pairs may not be predicted together.
+        assert!(Predict::new(A64_ADRP | THUMB_BL, 0, &[]).is_none());
+    }
+
+    #[test]
     fn headers_are_checked() {
-        assert!(Predict::new(8, 0, &[]).is_none());
+        assert!(Predict::new(16, 0, &[]).is_none());
         assert!(Predict::new(1, 0, &[(5, 1), (5, 2)]).is_none());
         assert!(Predict::new(1, 0, &[(5, 1), (4, 2)]).is_none());
         let many: alloc::vec::Vec<(u32, u32)> = (0..65).map(|i| (i, 1)).collect();
@@ -393,9 +527,21 @@ mod tests {
                 (0u32..0x10000).prop_map(|v| 0xF000_F800 | (v & 0x07FF_07FF)),
                 (0u32..0x400, 0u32..0x400).prop_map(|(f, t)| a64_bl(f & !3, t)),
                 any::<u32>().prop_map(|v| 0x1400_0000 | (v & 0x83FF_FFFF)),
+                // ADRP (page -1, 0 or +1) with a random register, a later ADD/LDR uses.
+                (0u32..3, 0u32..2).prop_map(|(page, rd)| {
+                    let imm = page.wrapping_sub(1) & 0x1F_FFFF;
+                    0x9000_0000 | (imm & 3) << 29 | (imm >> 2) << 5 | rd
+                }),
+                (any::<bool>(), 0u32..0x1000, 0u32..4, 0u32..2, any::<u32>()).prop_map(
+                    |(add, imm12, size, rn, v)| if add {
+                        0x9100_0000 | imm12 << 10 | rn << 5 | (v & 31)
+                    } else {
+                        size << 30 | 0x3900_0000 | (v & 0x00C0_001F) | imm12 << 10 | rn << 5
+                    }
+                ),
             ], 1..80),
             tail in 0usize..4,
-            flags in 0u8..8,
+            flags in 0u8..16,
             map in proptest::collection::btree_map(0u32..0x500, any::<u32>(), 0..6),
             x in 0usize..400,
             n in 1usize..crate::patch::ADD_BLOCK + 1,
@@ -404,7 +550,10 @@ mod tests {
             let mut base: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             base.truncate(base.len().saturating_sub(tail).max(1));
             let entries: alloc::vec::Vec<(u32, u32)> = map.into_iter().collect();
-            let p = Predict::new(flags, 0x2000_0000, &entries).unwrap();
+            let Some(p) = Predict::new(flags, 0x2000_0000, &entries) else {
+                prop_assert_eq!(flags & (THUMB_BL | A64_ADRP), THUMB_BL | A64_ADRP);
+                return Ok(());
+            };
             let x = x % base.len();
             let n = n.min(base.len() - x);
             let mut out = alloc::vec![0u8; n];

@@ -379,10 +379,10 @@ pub fn build_delta(
     )
 }
 
-/// The patch-format-2 header for a two-slot delta: calls (Thumb `BL`, or AArch64 `B`/`BL`
-/// when the old image holds more of those, see [`branch_flag`]) and 32-bit pointers predicted
-/// through the address map of `matches` (pointers only when the old image's load address fits
-/// 32 bits). `None` when nothing moved.
+/// The patch-format-2 header for a two-slot delta: calls (Thumb `BL`, or AArch64 `B`/`BL` and
+/// `ADRP` pairs when the old image holds more of those, see [`branch_flag`]) and 32-bit
+/// pointers predicted through the address map of `matches` (pointers only when the old image's
+/// load address fits 32 bits). `None` when nothing moved.
 fn prediction(old: &Image, matches: &[Vec<crate::delta::Match>]) -> Option<Predict> {
     use otapack_core::predict::POINTER32;
     let map = crate::delta::address_map(old.data.len(), matches);
@@ -397,14 +397,18 @@ fn prediction(old: &Image, matches: &[Vec<crate::delta::Match>]) -> Option<Predi
     Predict::new(flags, address, &map)
 }
 
-/// Which call instructions `image` is made of: [`A64_BRANCH`](otapack_core::predict::A64_BRANCH)
-/// if it holds at least 32 AArch64 `BL`s whose targets lie inside the image and more than 4x
-/// as many as such Thumb `BL`s, else [`THUMB_BL`](otapack_core::predict::THUMB_BL) (as before
-/// the AArch64 rule). Counted on the old images in testdata (AArch64 / Thumb calls): U-Boot
-/// 9,183 / 29, TF-A 662 / 0, micro:bit 6 / 6,180, nRF52 3 / 1,796, and at most 12 of either
-/// in the x86, RISC-V, Xtensa and s390x images.
+/// Which call instructions `image` is made of: [`A64_BRANCH`] and [`A64_ADRP`] (AArch64 calls
+/// and ADRP pairs) if it holds at least 32 AArch64 `BL`s whose targets lie inside the image
+/// and more than 4x as many as such Thumb `BL`s, else [`THUMB_BL`] (as before the AArch64
+/// rules). Counted on the old images in testdata (AArch64 / Thumb calls): U-Boot 9,183 / 29,
+/// TF-A 662 / 0, micro:bit 6 / 6,180, nRF52 3 / 1,796, and at most 12 of either in the x86,
+/// RISC-V, Xtensa and s390x images.
+///
+/// [`A64_BRANCH`]: otapack_core::predict::A64_BRANCH
+/// [`A64_ADRP`]: otapack_core::predict::A64_ADRP
+/// [`THUMB_BL`]: otapack_core::predict::THUMB_BL
 fn branch_flag(image: &[u8]) -> u8 {
-    use otapack_core::predict::{A64_BRANCH, THUMB_BL};
+    use otapack_core::predict::{A64_ADRP, A64_BRANCH, THUMB_BL};
     let len = image.len() as i64;
     let inside = |t: i64| (0..len).contains(&t);
     let word = |i: usize| {
@@ -427,7 +431,7 @@ fn branch_flag(image: &[u8]) -> u8 {
         }
     }
     if a64 >= 32 && a64 > 4 * thumb {
-        A64_BRANCH
+        A64_BRANCH | A64_ADRP
     } else {
         THUMB_BL
     }

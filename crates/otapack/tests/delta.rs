@@ -585,7 +585,7 @@ proptest! {
 /// the same image costs with the Thumb rule (which predicts none of these calls).
 #[test]
 fn moved_aarch64_code_is_predicted() {
-    use otapack::otapack_core::predict::{A64_BRANCH, THUMB_BL};
+    use otapack::otapack_core::predict::{A64_ADRP, A64_BRANCH, THUMB_BL};
     let sizes: Vec<usize> = (0..600).map(|i| 20 + (i * 7919) % 60).collect();
     let calls: Vec<(usize, usize, usize)> =
         (0..6000).map(|i| (i * 31, i * 17, i * 7 + 300)).collect();
@@ -611,8 +611,8 @@ fn moved_aarch64_code_is_predicted() {
             // is 0).
             let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
             assert_eq!(
-                stream[0] & (A64_BRANCH | THUMB_BL),
-                A64_BRANCH,
+                stream[0] & (A64_BRANCH | A64_ADRP | THUMB_BL),
+                A64_BRANCH | A64_ADRP,
                 "slice {}",
                 r.index()
             );
@@ -649,7 +649,7 @@ fn moved_aarch64_code_is_predicted() {
 #[test]
 fn a_format_2_stream_over_the_length_bound_is_not_kept() {
     use otapack::otapack_core::patch::{encode_format2, PATCH_FORMAT_2};
-    use otapack::otapack_core::predict::{Predict, ALL_FLAGS};
+    use otapack::otapack_core::predict::{Predict, POINTER32, THUMB_BL};
     let old = vec![0x11u8; 64];
     let slice = [0x11u8, 0x22];
     let ops = [Op {
@@ -658,7 +658,7 @@ fn a_format_2_stream_over_the_length_bound_is_not_kept() {
         copy: &[0x22],
     }];
     let payload = |entries: &[(u32, u32)]| {
-        let p = Predict::new(ALL_FLAGS, 0, entries).unwrap();
+        let p = Predict::new(THUMB_BL | POINTER32, 0, entries).unwrap();
         zstd::bulk::compress(&encode_format2(&p, &ops), 3).unwrap()
     };
     let window = 0..old.len();
