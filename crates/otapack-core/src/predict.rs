@@ -2,9 +2,9 @@
 //! around it moved.
 //!
 //! When firmware is re-linked, code and data shift, and every reference that crosses a shift
-//! changes: the 32-bit absolute pointers in literal pools and vector tables, and the PC-relative
-//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions. bsdiff's add-with-difference stores each such change as a
-//! non-zero add byte (on the micro:bit pair in `testdata/`, 6,900 changed words, 8,252 add
+//! changes: the 32-bit absolute pointers in literal pools and vector tables, the PC-relative
+//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions, and AArch64 `ADRP` address pairs.
+//! bsdiff's add-with-difference stores each such change as a non-zero add byte (on the micro:bit pair in `testdata/`, 6,900 changed words, 8,252 add
 //! bytes). Format 2 instead sends an **address map** (which ranges of the base moved by how
 //! much) and lets the applier rewrite those references in the base bytes it reads, before the
 //! add bytes are added: a reference the map predicts right costs nothing.
@@ -170,7 +170,8 @@ impl Predict {
             Some(((w & 0xFC00_0000) | ((n >> 2) & 0x03FF_FFFF)).to_le_bytes())
         };
         // An AArch64 ADRP at the 4-aligned `a` and the ADD or load/store after it that uses
-        // its register, both re-encoded for the moved target (never with Thumb BLs: `new`).
+        // its register, both re-encoded for the moved target. A header never sets this with
+        // THUMB_BL (`empty` refuses it), so no Thumb BL can overlap the pair.
         let adrp = |a: u64| -> Option<([u8; 4], [u8; 4])> {
             if self.flags & A64_ADRP == 0 || !a.is_multiple_of(4) || a + 8 > base_len {
                 return None;

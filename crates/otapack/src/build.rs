@@ -401,8 +401,8 @@ fn prediction(old: &Image, matches: &[Vec<crate::delta::Match>]) -> Option<Predi
 /// and ADRP pairs) if it holds at least 32 AArch64 `BL`s whose targets lie inside the image
 /// and more than 4x as many as such Thumb `BL`s, else [`THUMB_BL`] (as before the AArch64
 /// rules). Counted on the old images in testdata (AArch64 / Thumb calls): U-Boot 9,183 / 29,
-/// TF-A 662 / 0, micro:bit 6 / 6,180, nRF52 3 / 1,796, and at most 12 of either in the x86,
-/// RISC-V, Xtensa and s390x images.
+/// TF-A 662 / 0, micro:bit 6 / 6,180, nRF52 3 / 1,796, OVMF (x86-64, mostly LZMA data) 78 /
+/// 333, and at most 12 of either in the other x86, RISC-V, Xtensa and s390x images.
 ///
 /// [`A64_BRANCH`]: otapack_core::predict::A64_BRANCH
 /// [`A64_ADRP`]: otapack_core::predict::A64_ADRP
@@ -456,7 +456,7 @@ fn encode_delta_slice<'a>(
     let slice_size = 1usize << opts.slice_log2;
     let window_log = opts.zstd_window_log.min(opts.slice_log2);
     let (level, block_log) = (opts.zstd_level, opts.block_log());
-    let quick = level.min(REF_SCREEN_LEVEL);
+    let quick = level.min(SCREEN_LEVEL);
     // Every candidate is first compressed at the quick level; only those that come within a
     // third of the best quick size are compressed again at the build's level (level 19 was
     // at most 30 % smaller than level 9 on the shipped pairs). Level 19 on every candidate was
@@ -596,7 +596,7 @@ pub(crate) struct RefPrefix<'a> {
     region: Range<usize>,
     prefix: &'a [u8],
     level: i32,
-    /// At [`REF_SCREEN_LEVEL`] and at `level`, each made when first needed.
+    /// At [`SCREEN_LEVEL`] and at `level`, each made when first needed.
     dicts: [std::sync::OnceLock<Option<zstd::zstd_safe::CDict<'a>>>; 2],
 }
 
@@ -619,7 +619,7 @@ impl<'a> RefPrefix<'a> {
     /// The prefix digested for the quick pass (`quick`) or the build's level.
     fn dict(&self, quick: bool) -> Option<&zstd::zstd_safe::CDict<'a>> {
         let level = if quick {
-            self.level.min(REF_SCREEN_LEVEL)
+            self.level.min(SCREEN_LEVEL)
         } else {
             self.level
         };
@@ -639,8 +639,8 @@ fn zstd_ref_compress_with(
     zstd_ref_frames(data, window_log, block_log, |c| c.ref_cdict(dict))
 }
 
-/// The zstd level of the quick zstd-ref pass (see `encode_delta_slice`).
-const REF_SCREEN_LEVEL: i32 = 9;
+/// The zstd level every delta-slice candidate is first compressed at (see `encode_delta_slice`).
+const SCREEN_LEVEL: i32 = 9;
 
 /// Builds a single-slot in-place delta package (kind 2, `delta-in-place`): `new` is written
 /// over `old` in the same slot, slice by slice, each slice decoded into the device's scratch
