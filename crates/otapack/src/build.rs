@@ -344,7 +344,7 @@ pub fn build_delta(
     let slice_size = 1usize << opts.slice_log2;
     let matches = crate::delta::slice_matches(&old.data, &new.data, slice_size)?;
     let whole = 0..old.data.len();
-    let predict = prediction(old, &matches);
+    let predict = prediction(old, &new.data, &matches);
     // Every slice refers to the same zstd-ref prefix when the whole base is small enough.
     let shared = (whole.len() <= crate::delta::MAX_REF_REGION)
         .then(|| RefPrefix::new(&old.data, whole.clone(), opts.zstd_level))
@@ -381,18 +381,21 @@ pub fn build_delta(
 
 /// The patch-format-2 header for a two-slot delta: calls (Thumb `BL`, or AArch64 `B`/`BL` and
 /// `ADRP` pairs when the old image holds more of those, see [`branch_flag`]) and 32-bit
-/// pointers predicted through the address map of `matches` (pointers only when the old image's
-/// load address fits 32 bits). `None` when nothing moved.
-fn prediction(old: &Image, matches: &[Vec<crate::delta::Match>]) -> Option<Predict> {
+/// pointers predicted through the address map of `matches`, at the address
+/// [`crate::delta::pointer_address`] infers (the old image's load address when it fits 32 bits
+/// and nothing predicts better; no pointers when neither exists). `None` when nothing moved.
+fn prediction(old: &Image, new: &[u8], matches: &[Vec<crate::delta::Match>]) -> Option<Predict> {
     use otapack_core::predict::POINTER32;
     let map = crate::delta::address_map(old.data.len(), matches);
     if map.iter().all(|&(_, shift)| shift == 0) {
         return None;
     }
     let branch = branch_flag(&old.data);
-    let (flags, address) = match u32::try_from(old.load_address) {
-        Ok(a) => (branch | POINTER32, a),
-        Err(_) => (branch, 0),
+    let load = u32::try_from(old.load_address).ok();
+    let (flags, address) = match crate::delta::pointer_address(&old.data, new, matches, &map, load)
+    {
+        Some(a) => (branch | POINTER32, a),
+        None => (branch, 0),
     };
     Predict::new(flags, address, &map)
 }

@@ -172,6 +172,106 @@ pub fn address_map(old_len: usize, matches: &[Vec<Match>]) -> Vec<(u32, u32)> {
     runs.into_iter().map(|(start, s, _)| (start, s)).collect()
 }
 
+/// The address to give patch format 2's pointer rule (its `address`: where base byte 0 is
+/// loaded) so that it predicts the most 32-bit words of the matched base bytes, judged against
+/// `new`; `load` (the image's own load address, when it fits 32 bits) unless another address
+/// predicts strictly better. A raw binary's load address is unknown (0), yet firmware is full of
+/// absolute pointers into where it runs: rtw88's Wi-Fi firmware points at 0x8010xxxx, and
+/// with address 0 its 182 moved pointers in slice 0 each cost add bytes.
+///
+/// Every aligned word that changed inside a match, from `v` to `w`, is a pointer only if its
+/// target `v − address` lies in a map entry whose shift is `w − v`: that bounds `address` to
+/// one interval per such entry. The address inside the most intervals (a sweep over their
+/// ends) is then scored against `load` over all matched words: +1 for a word predicted to
+/// its new value that changed, −1 for a word predicted to change that did not.
+pub fn pointer_address(
+    old: &[u8],
+    new: &[u8],
+    matches: &[Vec<Match>],
+    map: &[(u32, u32)],
+    load: Option<u32>,
+) -> Option<u32> {
+    let old_len = u32::try_from(old.len()).ok()?;
+    let predict = Predict::new(0, 0, map)?;
+    let le32 = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    // Every aligned matched word (old value, new value).
+    let words = || {
+        matches.iter().flatten().flat_map(move |m| {
+            let first = m.add_old.next_multiple_of(4);
+            let end = m.add_old + m.add_len;
+            (first..end.saturating_sub(3))
+                .step_by(4)
+                .filter_map(move |a| Some((le32(old, a)?, le32(new, a - m.add_old + m.add_new)?)))
+        })
+    };
+    // The moved ranges of the base, [start, end) and shift, by shift.
+    let mut moved: std::collections::HashMap<u32, Vec<(u32, u32)>> = Default::default();
+    for (k, &(start, shift)) in map.iter().enumerate() {
+        let end = map
+            .get(k + 1)
+            .map_or(old_len, |&(next, _)| next.min(old_len));
+        if shift != 0 && start < end {
+            moved.entry(shift).or_default().push((start, end));
+        }
+    }
+    // +1 where an interval of addresses begins, -1 just after it ends (u64: no wrap).
+    let mut events: Vec<(u64, i64)> = Vec::new();
+    for (v, w) in words().filter(|(v, w)| v != w) {
+        for &(start, end) in moved.get(&w.wrapping_sub(v)).into_iter().flatten() {
+            // v - address in [start, end)  <=>  address in [v - end + 1, v - start] (mod 2^32)
+            let lo = v.wrapping_sub(end).wrapping_add(1);
+            let hi = v.wrapping_sub(start);
+            if lo <= hi {
+                events.extend([(u64::from(lo), 1), (u64::from(hi) + 1, -1)]);
+            } else {
+                events.extend([
+                    (u64::from(lo), 1),
+                    (1 << 32, -1),
+                    (0, 1),
+                    (u64::from(hi) + 1, -1),
+                ]);
+            }
+        }
+    }
+    events.sort_unstable();
+    let (mut depth, mut best) = (0i64, (0i64, 0u64, 0u64));
+    for (k, &(at, step)) in events.iter().enumerate() {
+        depth += step;
+        let next = events.get(k + 1).map_or(at, |e| e.0);
+        if depth > best.0 && next > at {
+            best = (depth, at, next - 1);
+        }
+    }
+    let score = |address: u32| -> i64 {
+        words()
+            .map(|(v, w)| {
+                let t = v.wrapping_sub(address);
+                let p = predict.map(t).wrapping_add(address);
+                match (t < old_len && p != v, p == w) {
+                    (true, true) => 1,
+                    (true, false) if v == w => -1,
+                    _ => 0,
+                }
+            })
+            .sum()
+    };
+    let mut choice = load.map(|a| (score(a), a));
+    if best.0 > 0 {
+        let (_, lo, hi) = best;
+        for a in [lo, lo + (hi - lo) / 2, hi] {
+            let Ok(a) = u32::try_from(a) else { continue };
+            let s = score(a);
+            if choice.is_none_or(|(c, _)| s > c) {
+                choice = Some((s, a));
+            }
+        }
+    }
+    choice.map(|(_, a)| a)
+}
+
 /// The patch-format-1 op stream rebuilding `new[start..start+len]` from `old`, or `None` when
 /// the matches do not tile the slice exactly.
 pub fn patch_stream(

@@ -643,6 +643,48 @@ fn moved_aarch64_code_is_predicted() {
     );
 }
 
+/// A raw binary carries no load address (0), yet its literal pools point where it runs
+/// (`ADDRESS`). The builder infers the pointer rule's address from how the moved words
+/// changed: with it the pointers after a grown function are predicted, where address 0
+/// predicts none of them; an image whose load address is known keeps it.
+#[test]
+fn pointer_address_is_inferred_for_a_raw_image() {
+    use otapack::otapack_core::predict::{Predict, POINTER32};
+    let sizes: Vec<usize> = (0..300).map(|i| 20 + (i * 7919) % 60).collect();
+    let old = thumb_image(&sizes, &[], 4, 9);
+    let mut bigger = sizes.clone();
+    bigger[2] += 6;
+    let new = thumb_image(&bigger, &[], 4, 9);
+    let matches = otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap();
+    let map = otapack::delta::address_map(old.len(), &matches);
+    let changed = |address: u32| {
+        let pr = Predict::new(POINTER32, address, &map).unwrap();
+        let (from, len) = (0x2000usize, 0x6000usize);
+        let mut b = vec![0u8; len];
+        pr.predict(&old, 0, old.len() as u64, from as u64, 24, &mut b);
+        b.iter()
+            .zip(&new[from + 24..from + 24 + len])
+            .filter(|(x, y)| x != y)
+            .count()
+    };
+    let inferred = otapack::delta::pointer_address(&old, &new, &matches, &map, Some(0)).unwrap();
+    let (at_zero, at_inferred) = (changed(0), changed(inferred));
+    assert!(at_zero > 400, "{at_zero} bytes changed with address 0");
+    assert_eq!(at_inferred, 0, "address {inferred:#x}");
+    assert_eq!(
+        otapack::delta::pointer_address(&old, &new, &matches, &map, Some(ADDRESS)),
+        Some(ADDRESS)
+    );
+    // Unrelated images give no better address than the load address.
+    let (a, b) = (noise(1 << 15, 1), noise(1 << 15, 2));
+    let m = otapack::delta::slice_matches(&a, &b, 1 << 14).unwrap();
+    let map = otapack::delta::address_map(a.len(), &m);
+    assert_eq!(
+        otapack::delta::pointer_address(&a, &b, &m, &map, Some(0)),
+        Some(0)
+    );
+}
+
 /// A format-2 header can make a short slice's op stream longer than the device allows
 /// (`MAX_STREAM_FACTOR` bytes per slice byte); the builder's rebuild check refuses it, so such a
 /// patch is never chosen, even though the ops themselves rebuild the slice.
