@@ -3,7 +3,8 @@
 //!
 //! When firmware is re-linked, code and data shift, and every reference that crosses a shift
 //! changes: the 32-bit absolute pointers in literal pools and vector tables, the PC-relative
-//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions, and AArch64 `ADRP` address pairs.
+//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions, AArch64 `ADRP` address pairs, and
+//! the offsets of s390x relative-long instructions.
 //! bsdiff's add-with-difference stores each such change as a non-zero add byte (on the micro:bit pair in `testdata/`, 6,900 changed words, 8,252 add
 //! bytes). Format 2 instead sends an **address map** (which ranges of the base moved by how
 //! much) and lets the applier rewrite those references in the base bytes it reads, before the
@@ -23,13 +24,14 @@
 //! | AArch64 `B`/`BL` (flag bit 2) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte (per the row above, when bit 0 is set), and `w = le32(base[a..a+4])` has `w & 0x7C00_0000 == 0x1400_0000` | the branch re-encoded for the moved target: `off` = the 26-bit sign-extended `w & 0x03FF_FFFF`, times 4; `t = a + off`, `n = map(t) - (a + d)`; the word `le32((w & 0xFC00_0000) \| (n >> 2) & 0x03FF_FFFF)`, byte `x - a` of it |
 //! | AArch64 `ADRP` pair (flag bit 3; never with bit 0) | for `a = x & !3`, the pair at `b = a` or `b = a - 4`: `b + 8 <= base_size`, `w = le32(base[b..b+4])` has `w & 0x9F00_0000 == 0x9000_0000` (ADRP, register `Rd = w & 31`), and `s = le32(base[b+4..b+8])` uses `Rd` as its base register (`(s >> 5) & 31 == Rd`) and is `ADD Xd, Xn, #imm12` (`s & 0xFFC0_0000 == 0x9100_0000`, scale `k = 0`) or an integer load/store with unsigned offset (`s & 0x3F00_0000 == 0x3900_0000`, `k = s >> 30`); `t = (b & !0xFFF) + sext21(immhi:immlo) * 4096 + ((s >> 10) & 0xFFF) * 2^k`, `nt = map(t)` with its low `k` bits zero | `n = ((nt & !0xFFF) - ((b + d) & !0xFFF)) >> 12`; the ADRP word with `immlo = n & 3`, `immhi = (n >> 2) & 0x7FFFF`, and the second word with `imm12 = (nt & 0xFFF) >> k`; byte `x - b` of the two |
 //! | pointer (flag bit 1) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte, the word is not an AArch64 branch nor in an ADRP pair (per the rows above, for the flags set), and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
+//! | s390x relative-long (flag bit 4, alone) | `x` in `[p+2, p+6)` for an even `p` with `p + 6 <= base_size` that matches: `base[p]` and the low nibble of `base[p+1]` are in [`S390_RIL_OPCODES`], and `t = p + 2 * be32(base[p+2..p+6])` is below `base_size`; and neither `p - 2` nor `p - 4` matches | `n = map(t) - (p + d)`; the offset `be32(n >> 1)` (arithmetic shift), byte `x - p - 2` of it |
 //! | otherwise | | `base[x]` |
 //!
 //! A halfword cannot be both a BL's first half (`11110…`) and its second (`11111…`), so BLs
 //! never overlap; a word is an ADRP or an ADD/load/store, never both, and ADRP pairs are never
-//! predicted with Thumb BLs: each byte belongs to at most one rule. The rules read base bytes
-//! up to 7 before and 7 after the byte predicted (ADRP pairs; 5 for the others), never outside
-//! the base. The prediction depends only on the base, the header and `d`, never on how the op
+//! predicted with Thumb BLs; the s390x rule goes alone and keeps the first of overlapping
+//! instructions: each byte belongs to at most one rule. The rules read base bytes up to 9
+//! before (s390x) and 7 after (ADRP pairs) the byte predicted, never outside the base. The prediction depends only on the base, the header and `d`, never on how the op
 //! stream was cut into pieces.
 
 use crate::error::Result;
@@ -44,12 +46,22 @@ pub const A64_BRANCH: u8 = 4;
 /// Flag bit 3: predict AArch64 `ADRP` followed by the `ADD` or load/store that completes its
 /// address (the page and the low 12 bits of a moved target).
 pub const A64_ADRP: u8 = 8;
-/// Every flag format 2 defines (a header may not set both [`THUMB_BL`] and [`A64_ADRP`]).
-pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP;
+/// Flag bit 4: predict the 32-bit big-endian halfword offsets of s390x relative-long
+/// instructions (`LARL`, `BRASL`, `BRCL` and the `C4`/`C6` loads, stores and compares). Set
+/// alone: a header with it and any other flag is refused.
+pub const S390_RIL: u8 = 16;
+/// Every flag format 2 defines (a header may not set both [`THUMB_BL`] and [`A64_ADRP`], nor
+/// [`S390_RIL`] with any other).
+pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP | S390_RIL;
+/// The second opcode nibbles (bit n: nibble n) of the s390x relative-long (RIL-b/c)
+/// instructions [`S390_RIL`] predicts, for first opcode bytes `C0`, `C4` and `C6`: `C0`
+/// `LARL` (0), `BRCL` (4), `BRASL` (5); `C4` the `...RL` loads and stores (2, 4-8, B-F);
+/// `C6` `EXRL` (0), `PFDRL` (2) and the `...RL` compares (4-8, A, C-F).
+pub const S390_RIL_OPCODES: [(u8, u16); 3] = [(0xC0, 0x0031), (0xC4, 0xF9F4), (0xC6, 0xF5F5)];
 /// Most address-map entries a format-2 header may carry (the applier holds them, 8 bytes each).
 pub const MAX_MAP_ENTRIES: usize = 64;
 /// Base bytes a prediction reads before the first and after the last byte it predicts.
-pub const CONTEXT: u64 = 8;
+pub const CONTEXT: u64 = 10;
 
 /// A format-2 patch header: which references to predict, where the base is mapped, and how it
 /// moved.
@@ -76,12 +88,14 @@ impl Predict {
 
     pub(crate) fn empty(flags: u8, address: u32) -> Option<Self> {
         let thumb_and_adrp = THUMB_BL | A64_ADRP;
-        (flags & !ALL_FLAGS == 0 && flags & thumb_and_adrp != thumb_and_adrp).then_some(Predict {
-            flags,
-            address,
-            len: 0,
-            map: [(0, 0); MAX_MAP_ENTRIES],
-        })
+        let s390_with_other = flags & S390_RIL != 0 && flags != S390_RIL;
+        (flags & !ALL_FLAGS == 0 && flags & thumb_and_adrp != thumb_and_adrp && !s390_with_other)
+            .then_some(Predict {
+                flags,
+                address,
+                len: 0,
+                map: [(0, 0); MAX_MAP_ENTRIES],
+            })
     }
 
     /// Appends a map entry; `None` if the map is full or `start` does not increase.
@@ -203,6 +217,34 @@ impl Predict {
             let ns = (s & !(0xFFF << 10)) | ((nt & 0xFFF) >> scale) << 10;
             Some((nw.to_le_bytes(), ns.to_le_bytes()))
         };
+        // An s390x relative-long instruction at the even `p` whose target lies in the base:
+        // the target.
+        let ril_at = |p: u64| -> Option<u32> {
+            if self.flags & S390_RIL == 0 || !p.is_multiple_of(2) || p + 6 > base_len {
+                return None;
+            }
+            let (op, nibble) = (at(p)?, at(p + 1)? & 0x0F);
+            let (_, mask) = S390_RIL_OPCODES.iter().find(|&&(o, _)| o == op)?;
+            if mask >> nibble & 1 == 0 {
+                return None;
+            }
+            let imm = u32::from_be_bytes([at(p + 2)?, at(p + 3)?, at(p + 4)?, at(p + 5)?]);
+            let t = (p as u32).wrapping_add(imm << 1);
+            (u64::from(t) < base_len).then_some(t)
+        };
+        // Its offset re-encoded for the moved target, unless an instruction that matches too
+        // starts 2 or 4 bytes before it (and so overlaps it): the earlier one is kept.
+        let ril = |p: u64| -> Option<[u8; 4]> {
+            let t = ril_at(p)?;
+            let overlapped = [2, 4]
+                .into_iter()
+                .any(|back| p.checked_sub(back).and_then(ril_at).is_some());
+            if overlapped {
+                return None;
+            }
+            let n = self.map(t).wrapping_sub((p as u32).wrapping_add(d));
+            Some((((n as i32) >> 1) as u32).to_be_bytes())
+        };
         let end = x.saturating_add(out.len() as u64);
         for (o, i) in out.iter_mut().zip(x..end) {
             *o = at(i).unwrap_or(0);
@@ -243,6 +285,15 @@ impl Predict {
                     put(a + 4, second);
                 }
                 a += 4;
+            }
+        }
+        if self.flags & S390_RIL != 0 {
+            let mut p = (x & !1).saturating_sub(4);
+            while p < end {
+                if let Some(offset) = ril(p) {
+                    put(p + 2, offset);
+                }
+                p += 2;
             }
         }
         if self.flags & POINTER32 != 0 {
@@ -301,6 +352,35 @@ mod tests {
 
     /// The rules of the module documentation, byte by byte, as plainly as possible.
     fn reference(p: &Predict, base: &[u8], x: usize, d: u32) -> u8 {
+        if p.flags() & S390_RIL != 0 {
+            // An instruction at even q: a listed opcode, its target inside the base.
+            let ril_at = |q: usize| {
+                let (op, nibble) = (*base.get(q)?, *base.get(q + 1)? & 15);
+                let imm = u32::from_be_bytes(base.get(q + 2..q + 6)?.try_into().unwrap());
+                let listed = match op {
+                    0xC0 => [0, 4, 5].contains(&nibble),
+                    0xC4 => [2, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15].contains(&nibble),
+                    0xC6 => [0, 2, 4, 5, 6, 7, 8, 10, 12, 13, 14, 15].contains(&nibble),
+                    _ => false,
+                };
+                let t = (q as u32).wrapping_add(imm.wrapping_mul(2));
+                (q.is_multiple_of(2) && listed && (t as usize) < base.len()).then_some(t)
+            };
+            // x in the offset of an instruction at q (x - 5 ..= x - 2) that no matching one at
+            // q - 2 or q - 4 overlaps.
+            for q in x.saturating_sub(5)..=x.saturating_sub(2) {
+                if q + 2 > x {
+                    break;
+                }
+                let overlapped =
+                    (q >= 2 && ril_at(q - 2).is_some()) || (q >= 4 && ril_at(q - 4).is_some());
+                if let (Some(t), false) = (ril_at(q), overlapped) {
+                    let n = p.map(t).wrapping_sub((q as u32).wrapping_add(d)) as i32;
+                    return ((n >> 1) as u32).to_be_bytes()[x - q - 2];
+                }
+            }
+            return base[x];
+        }
         let hw = |i: usize| u16::from_le_bytes([base[i], base[i + 1]]);
         let is_bl = |q: usize| {
             p.flags() & THUMB_BL != 0
@@ -502,8 +582,59 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_s390_call_is_predicted_exactly() {
+        // Base of 0x40 bytes: at 0x10 `C0 E5 00 00 00 10`, BRASL %r14 to 0x10 + 2 * 0x10 =
+        // 0x30; at 0x18 `C0 20 FF FF FF FC`, LARL %r2 to 0x18 - 8 = 0x10. Everything from 0x30
+        // moved up by 0x10.
+        let mut base = [0u8; 0x40];
+        base[0x10..0x16].copy_from_slice(&[0xC0, 0xE5, 0x00, 0x00, 0x00, 0x10]);
+        base[0x18..0x1E].copy_from_slice(&[0xC0, 0x20, 0xFF, 0xFF, 0xFF, 0xFC]);
+        let p = Predict::new(S390_RIL, 0, &[(0x30, 0x10)]).unwrap();
+        let mut out = [0u8; 0x20];
+        p.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        // To 0x40: 0x18 halfwords. The LARL's target did not move.
+        assert_eq!(out[0x10..0x16], [0xC0, 0xE5, 0x00, 0x00, 0x00, 0x18]);
+        assert_eq!(out[0x18..0x1E], base[0x18..0x1E]);
+        // Read by an op displaced by +4 (the code moved, its target 0x10 did not): -12
+        // bytes, -6 halfwords.
+        let mut larl = [0u8; 4];
+        p.predict(&base, 0, base.len() as u64, 0x1A, 4, &mut larl);
+        assert_eq!(larl, [0xFF, 0xFF, 0xFF, 0xFA]);
+        // Overlaps: a LARL at 0 whose offset `00 00 C0 05` (to 0x1800A) holds what would be
+        // a BRCL at 4 (`C0 05 00 00 00 10`, to 0x24). Both match; the earlier one is kept.
+        let mut big = alloc::vec![0u8; 0x20000];
+        big[..10].copy_from_slice(&[0xC0, 0x00, 0x00, 0x00, 0xC0, 0x05, 0x00, 0x00, 0x00, 0x10]);
+        let p = Predict::new(S390_RIL, 0, &[(0x20, 0x10)]).unwrap();
+        let mut o = [0u8; 10];
+        p.predict(&big, 0, big.len() as u64, 0, 0, &mut o);
+        assert_eq!(
+            o,
+            [0xC0, 0x00, 0x00, 0x00, 0xC0, 0x0D, 0x00, 0x00, 0x00, 0x10]
+        );
+        // The applier reads one byte at a time with enough context to see the LARL 9 bytes
+        // before the BRCL's last offset byte.
+        for (x, &want) in o.iter().enumerate() {
+            let mut one = [0u8; 1];
+            p.read(&mut &big[..], x as u64, 0, &mut one).unwrap();
+            assert_eq!(one[0], want, "byte {x}");
+        }
+        // Without the LARL, the BRCL is predicted: to 0x34, 0x18 halfwords.
+        big[0] = 0;
+        p.predict(&big, 0, big.len() as u64, 0, 0, &mut o);
+        assert_eq!(
+            o,
+            [0x00, 0x00, 0x00, 0x00, 0xC0, 0x05, 0x00, 0x00, 0x00, 0x18]
+        );
+    }
+
+    #[test]
     fn headers_are_checked() {
-        assert!(Predict::new(16, 0, &[]).is_none());
+        assert!(Predict::new(32, 0, &[]).is_none());
+        // s390x goes alone.
+        assert!(Predict::new(S390_RIL, 0, &[]).is_some());
+        for other in [THUMB_BL, POINTER32, A64_BRANCH, A64_ADRP] {
+            assert!(Predict::new(S390_RIL | other, 0, &[]).is_none());
+        }
         assert!(Predict::new(1, 0, &[(5, 1), (5, 2)]).is_none());
         assert!(Predict::new(1, 0, &[(5, 1), (4, 2)]).is_none());
         let many: alloc::vec::Vec<(u32, u32)> = (0..65).map(|i| (i, 1)).collect();
@@ -540,9 +671,18 @@ mod tests {
                         size << 30 | 0x3900_0000 | (v & 0x00C0_001F) | imm12 << 10 | rn << 5
                     }
                 ),
+                // s390x: an opcode and the top of a small offset, and the rest of one.
+                (0usize..3, 0u8..16, any::<bool>()).prop_map(|(op, nibble, neg)| {
+                    let high = if neg { 0xFF } else { 0 };
+                    u32::from_le_bytes([[0xC0, 0xC4, 0xC6][op], nibble << 4 | nibble, high, high])
+                }),
+                (any::<bool>(), any::<u16>()).prop_map(|(neg, v)| {
+                    let [a, b] = v.to_le_bytes();
+                    u32::from_le_bytes([if neg { 0xFF } else { 0 }, a & 0x7F, 0xC0, b & 0x0F])
+                }),
             ], 1..80),
             tail in 0usize..4,
-            flags in 0u8..16,
+            flags in prop_oneof![0u8..16, Just(S390_RIL)],
             map in proptest::collection::btree_map(0u32..0x500, any::<u32>(), 0..6),
             x in 0usize..400,
             n in 1usize..crate::patch::ADD_BLOCK + 1,

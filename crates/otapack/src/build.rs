@@ -385,12 +385,16 @@ pub fn build_delta(
 /// [`crate::delta::pointer_address`] infers (the old image's load address when it fits 32 bits
 /// and nothing predicts better; no pointers when neither exists). `None` when nothing moved.
 fn prediction(old: &Image, new: &[u8], matches: &[Vec<crate::delta::Match>]) -> Option<Predict> {
-    use otapack_core::predict::POINTER32;
+    use otapack_core::predict::{POINTER32, S390_RIL};
     let map = crate::delta::address_map(old.data.len(), matches);
     if map.iter().all(|&(_, shift)| shift == 0) {
         return None;
     }
     let branch = branch_flag(&old.data);
+    if branch == S390_RIL {
+        // s390x is big-endian: the (little-endian) pointer rule cannot go with it.
+        return Predict::new(branch, 0, &map);
+    }
     let load = u32::try_from(old.load_address).ok();
     let (flags, address) = match crate::delta::pointer_address(&old.data, new, matches, &map, load)
     {
@@ -400,18 +404,22 @@ fn prediction(old: &Image, new: &[u8], matches: &[Vec<crate::delta::Match>]) -> 
     Predict::new(flags, address, &map)
 }
 
-/// Which call instructions `image` is made of: [`A64_BRANCH`] and [`A64_ADRP`] (AArch64 calls
-/// and ADRP pairs) if it holds at least 32 AArch64 `BL`s whose targets lie inside the image
-/// and more than 4x as many as such Thumb `BL`s, else [`THUMB_BL`] (as before the AArch64
-/// rules). Counted on the old images in testdata (AArch64 / Thumb calls): U-Boot 9,183 / 29,
-/// TF-A 662 / 0, micro:bit 6 / 6,180, nRF52 3 / 1,796, OVMF (x86-64, mostly LZMA data) 78 /
-/// 333, and at most 12 of either in the other x86, RISC-V, Xtensa and s390x images.
+/// Which call instructions `image` is made of: [`S390_RIL`] (s390x relative-long
+/// instructions) if it holds at least 32 s390x `BRASL` calls (at even offsets) whose targets
+/// lie inside the image and more than 4x as many as either kind below; else [`A64_BRANCH`] and
+/// [`A64_ADRP`] (AArch64 calls and ADRP pairs) if it holds at least 32 AArch64 `BL`s whose
+/// targets lie inside the image and more than 4x as many as such Thumb `BL`s; else
+/// [`THUMB_BL`] (as before the AArch64 rules). Counted on the old images in testdata (AArch64 /
+/// Thumb calls): U-Boot 9,183 / 29, TF-A 662 / 0, micro:bit 6 / 6,180, nRF52 3 / 1,796, OVMF
+/// (x86-64, mostly LZMA data) 78 / 333, and at most 12 of either in the other x86, RISC-V,
+/// Xtensa and s390x images. `BRASL`s: 1,299 in the s390x image, none in any other.
 ///
+/// [`S390_RIL`]: otapack_core::predict::S390_RIL
 /// [`A64_BRANCH`]: otapack_core::predict::A64_BRANCH
 /// [`A64_ADRP`]: otapack_core::predict::A64_ADRP
 /// [`THUMB_BL`]: otapack_core::predict::THUMB_BL
 fn branch_flag(image: &[u8]) -> u8 {
-    use otapack_core::predict::{A64_ADRP, A64_BRANCH, THUMB_BL};
+    use otapack_core::predict::{A64_ADRP, A64_BRANCH, S390_RIL, THUMB_BL};
     let len = image.len() as i64;
     let inside = |t: i64| (0..len).contains(&t);
     let word = |i: usize| {
@@ -419,9 +427,13 @@ fn branch_flag(image: &[u8]) -> u8 {
             .get(i..i + 4)
             .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
-    let (mut a64, mut thumb) = (0usize, 0usize);
+    let (mut a64, mut thumb, mut brasl) = (0usize, 0usize, 0usize);
     for i in (0..image.len().saturating_sub(3)).step_by(2) {
         let w = word(i);
+        if let (Some(&[0xC0, op2]), Some(imm)) = (image.get(i..i + 2), image.get(i + 2..i + 6)) {
+            let imm = i32::from_be_bytes([imm[0], imm[1], imm[2], imm[3]]);
+            brasl += usize::from(op2 & 0x0F == 5 && inside(i as i64 + 2 * i64::from(imm)));
+        }
         if i % 4 == 0 && w >> 26 == 0x25 {
             let off = (((w & 0x03FF_FFFF) << 6) as i32 >> 4) as i64;
             a64 += usize::from(inside(i as i64 + off));
@@ -433,7 +445,9 @@ fn branch_flag(image: &[u8]) -> u8 {
             thumb += usize::from(inside(i as i64 + 4 + off));
         }
     }
-    if a64 >= 32 && a64 > 4 * thumb {
+    if brasl >= 32 && brasl > 4 * a64.max(thumb) {
+        S390_RIL
+    } else if a64 >= 32 && a64 > 4 * thumb {
         A64_BRANCH | A64_ADRP
     } else {
         THUMB_BL

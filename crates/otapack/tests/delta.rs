@@ -643,6 +643,97 @@ fn moved_aarch64_code_is_predicted() {
     );
 }
 
+/// A synthetic s390x image: functions of `sizes[f]` 6-byte slots each, random bytes that are
+/// no relative-long instruction, and `BRASL`/`LARL` instructions (`calls`: function, slot,
+/// target function) to other functions.
+fn s390_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
+    let starts: Vec<usize> = sizes
+        .iter()
+        .scan(0, |at, &s| {
+            let start = *at;
+            *at += 6 * s;
+            Some(start)
+        })
+        .collect();
+    let mut img = vec![0u8; 6 * sizes.iter().sum::<usize>()];
+    for (f, &s) in sizes.iter().enumerate() {
+        let mut rng = (f as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for b in &mut img[starts[f]..starts[f] + 6 * s] {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            *b = (rng as u8) & 0x7F; // never C0, C4 or C6
+        }
+    }
+    for (k, &(f, slot, t)) in calls.iter().enumerate() {
+        let (f, t) = (f % sizes.len(), t % sizes.len());
+        let from = starts[f] + 6 * (slot % sizes[f]);
+        let imm = ((starts[t] as i64 - from as i64) / 2) as i32;
+        let op = if k % 2 == 0 {
+            [0xC0, 0xE5]
+        } else {
+            [0xC0, 0x20]
+        };
+        img[from..from + 2].copy_from_slice(&op);
+        img[from + 2..from + 6].copy_from_slice(&imm.to_be_bytes());
+    }
+    img
+}
+
+/// Re-linked s390x code: the builder sees `BRASL`s, predicts relative-long offsets alone
+/// (flags exactly `S390_RIL`: no little-endian pointers), and the slices after the growth
+/// are format-2 patches that leave under a twentieth of the changed bytes.
+#[test]
+fn moved_s390_code_is_predicted() {
+    use otapack::otapack_core::predict::{Predict, S390_RIL};
+    let sizes: Vec<usize> = (0..600).map(|i| 10 + (i * 7919) % 40).collect();
+    let calls: Vec<(usize, usize, usize)> =
+        (0..4000).map(|i| (i * 31, i * 17, i * 7 + 200)).collect();
+    let old = s390_image(&sizes, &calls);
+    let mut bigger = sizes.clone();
+    bigger[3] += 4;
+    let new = s390_image(&bigger, &calls);
+    let mut o = options();
+    o.slice_log2 = 14;
+    o.zstd_window_log = 12;
+    o.segment_log = 0;
+    let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
+    let lax = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
+    let p = Package::parse(&delta).unwrap();
+    let mut format2 = 0;
+    for r in p.manifest().slices() {
+        if r.method() == Method::Patch && r.arg() == 2 {
+            let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
+            assert_eq!(stream[0], S390_RIL, "slice {}", r.index());
+            format2 += 1;
+        }
+    }
+    assert!(format2 >= 4, "{format2} format-2 slices");
+    let map = otapack::delta::address_map(
+        old.len(),
+        &otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap(),
+    );
+    let changed = |flags: u8| {
+        let pr = Predict::new(flags, 0, &map).unwrap();
+        let (from, len) = (0x4000usize, 0x8000usize);
+        let mut b = vec![0u8; len];
+        pr.predict(&old, 0, old.len() as u64, from as u64, 24, &mut b);
+        b.iter()
+            .zip(&new[from + 24..from + 24 + len])
+            .filter(|(x, y)| x != y)
+            .count()
+    };
+    let (s390, none) = (changed(S390_RIL), changed(0));
+    assert!(
+        s390 * 20 < none,
+        "changed bytes: s390x rule {s390}, none {none}"
+    );
+}
+
 /// A raw binary carries no load address (0), yet its literal pools point where it runs
 /// (`ADDRESS`). The builder infers the pointer rule's address from how the moved words
 /// changed: with it the pointers after a grown function are predicted, where address 0
