@@ -630,13 +630,15 @@ mod tests {
         };
         assert_eq!(with(&[0x00, 0x00, 0x00]).unwrap(), [0x2A]); // no flags, no map
         assert_eq!(with(&[0x10, 0x00, 0x00]).unwrap(), [0x2A]); // s390x alone
+        assert_eq!(with(&[0x22, 0x00, 0x00]).unwrap(), [0x2A]); // Xtensa with pointers
         assert_eq!(
             with(&[0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x00]).unwrap(),
             [0x2A]
         );
         let bad = [
-            &[0x20, 0x00, 0x00][..],                     // unknown flag (bit 5)
+            &[0x40, 0x00, 0x00][..],                     // unknown flag (bit 6)
             &[0x12, 0x00, 0x00],                         // s390x with pointers
+            &[0x21, 0x00, 0x00],                         // Xtensa with Thumb BL
             &[0x09, 0x00, 0x00],                         // Thumb BL with ADRP pairs
             &[0x80, 0x02, 0x00, 0x00],                   // flags 0x100
             &[0x01, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00], // address 2^32

@@ -3,8 +3,9 @@
 //!
 //! When firmware is re-linked, code and data shift, and every reference that crosses a shift
 //! changes: the 32-bit absolute pointers in literal pools and vector tables, the PC-relative
-//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions, AArch64 `ADRP` address pairs, and
-//! the offsets of s390x relative-long instructions.
+//! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions, AArch64 `ADRP` address pairs,
+//! the offsets of s390x relative-long instructions, and Xtensa `L32R`, `CALLn` and `J`
+//! offsets.
 //! bsdiff's add-with-difference stores each such change as a non-zero add byte (on the micro:bit pair in `testdata/`, 6,900 changed words, 8,252 add
 //! bytes). Format 2 instead sends an **address map** (which ranges of the base moved by how
 //! much) and lets the applier rewrite those references in the base bytes it reads, before the
@@ -25,12 +26,14 @@
 //! | AArch64 `ADRP` pair (flag bit 3; never with bit 0) | for `a = x & !3`, the pair at `b = a` or `b = a - 4`: `b + 8 <= base_size`, `w = le32(base[b..b+4])` has `w & 0x9F00_0000 == 0x9000_0000` (ADRP, register `Rd = w & 31`), and `s = le32(base[b+4..b+8])` uses `Rd` as its base register (`(s >> 5) & 31 == Rd`) and is `ADD Xd, Xn, #imm12` (`s & 0xFFC0_0000 == 0x9100_0000`, scale `k = 0`) or an integer load/store with unsigned offset (`s & 0x3F00_0000 == 0x3900_0000`, `k = s >> 30`); `t = (b & !0xFFF) + sext21(immhi:immlo) * 4096 + ((s >> 10) & 0xFFF) * 2^k`, `nt = map(t)` with its low `k` bits zero | `n = ((nt & !0xFFF) - ((b + d) & !0xFFF)) >> 12`; the ADRP word with `immlo = n & 3`, `immhi = (n >> 2) & 0x7FFFF`, and the second word with `imm12 = (nt & 0xFFF) >> k`; byte `x - b` of the two |
 //! | pointer (flag bit 1) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte, the word is not an AArch64 branch nor in an ADRP pair (per the rows above, for the flags set), and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
 //! | s390x relative-long (flag bit 4, alone) | `x` in `[p+2, p+6)` for an even `p` with `p + 6 <= base_size` that matches: `base[p]` and the low nibble of `base[p+1]` are in [`S390_RIL_OPCODES`], and `t = p + 2 * be32(base[p+2..p+6])` is below `base_size`; and neither `p - 2` nor `p - 4` matches | `n = map(t) - (p + d)`; the offset `be32(n >> 1)` (arithmetic shift), byte `x - p - 2` of it |
+//! | Xtensa (flag bit 5, with bit 1 at most) | `x` in `[p, p+3)` for the smallest `p` of `x-2 ..= x` that matches: `p + 3 <= base_size`; `L32R` (`b0 & 0x0F == 1`, `t = ((p+3) & !3) + ((b1 \| b2 << 8) << 2 \| 0xFFFC_0000)`), `CALLn` (`b0 & 0x0F == 5`, `t = (p & !3) + 4 * o18 + 4`) or `J` (`b0 & 0x3F == 6`, `t = p + 4 + o18`), `o18` the signed 18 bits `b0 >> 6 \| b1 << 2 \| b2 << 10`; `t < base_size`; with bit 1, neither word of the instruction is a pointer (row below) | with `q = p + d`: `L32R` `n = map(t) - ((q+3) & !3)`, bytes `b0, n >> 2, n >> 10`; `CALLn` `n = (map(t) - (q & !3) - 4) >> 2`, `J` `n = map(t) - q - 4`, bytes `b0 & 0x3F \| (n & 3) << 6, n >> 2, n >> 10`; byte `x - p` |
 //! | otherwise | | `base[x]` |
 //!
 //! A halfword cannot be both a BL's first half (`11110…`) and its second (`11111…`), so BLs
 //! never overlap; a word is an ADRP or an ADD/load/store, never both, and ADRP pairs are never
 //! predicted with Thumb BLs; the s390x rule goes alone and keeps the first of overlapping
-//! instructions: each byte belongs to at most one rule. The rules read base bytes up to 9
+//! instructions; Xtensa matches lie in no pointer word and each byte takes the earliest
+//! overlapping one: each byte belongs to at most one rule. The rules read base bytes up to 9
 //! before (s390x) and 7 after (ADRP pairs) the byte predicted, never outside the base. The prediction depends only on the base, the header and `d`, never on how the op
 //! stream was cut into pieces.
 
@@ -50,9 +53,12 @@ pub const A64_ADRP: u8 = 8;
 /// instructions (`LARL`, `BRASL`, `BRCL` and the `C4`/`C6` loads, stores and compares). Set
 /// alone: a header with it and any other flag is refused.
 pub const S390_RIL: u8 = 16;
+/// Flag bit 5: predict little-endian Xtensa `L32R` literal offsets and `CALL0/4/8/12` and `J`
+/// offsets (ESP32, ESP32-S2/S3). Allowed with [`POINTER32`] only.
+pub const XTENSA: u8 = 32;
 /// Every flag format 2 defines (a header may not set both [`THUMB_BL`] and [`A64_ADRP`], nor
-/// [`S390_RIL`] with any other).
-pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP | S390_RIL;
+/// [`S390_RIL`] with any other, nor [`XTENSA`] with any but [`POINTER32`]).
+pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP | S390_RIL | XTENSA;
 /// The second opcode nibbles (bit n: nibble n) of the s390x relative-long (RIL-b/c)
 /// instructions [`S390_RIL`] predicts, for first opcode bytes `C0`, `C4` and `C6`: `C0`
 /// `LARL` (0), `BRCL` (4), `BRASL` (5); `C4` the `...RL` loads and stores (2, 4-8, B-F);
@@ -89,13 +95,16 @@ impl Predict {
     pub(crate) fn empty(flags: u8, address: u32) -> Option<Self> {
         let thumb_and_adrp = THUMB_BL | A64_ADRP;
         let s390_with_other = flags & S390_RIL != 0 && flags != S390_RIL;
-        (flags & !ALL_FLAGS == 0 && flags & thumb_and_adrp != thumb_and_adrp && !s390_with_other)
-            .then_some(Predict {
+        let xtensa_with_other = flags & XTENSA != 0 && flags & !(XTENSA | POINTER32) != 0;
+        let alone = !s390_with_other && !xtensa_with_other;
+        (flags & !ALL_FLAGS == 0 && flags & thumb_and_adrp != thumb_and_adrp && alone).then_some(
+            Predict {
                 flags,
                 address,
                 len: 0,
                 map: [(0, 0); MAX_MAP_ENTRIES],
-            })
+            },
+        )
     }
 
     /// Appends a map entry; `None` if the map is full or `start` does not increase.
@@ -245,12 +254,69 @@ impl Predict {
             let n = self.map(t).wrapping_sub((p as u32).wrapping_add(d));
             Some((((n as i32) >> 1) as u32).to_be_bytes())
         };
+        // A pointer word at the 4-aligned `a` (with XTENSA, the only other rule).
+        let pointer_at = |a: u64| -> Option<u32> {
+            if self.flags & POINTER32 == 0 || a + 4 > base_len {
+                return None;
+            }
+            let v = u32::from_le_bytes([at(a)?, at(a + 1)?, at(a + 2)?, at(a + 3)?]);
+            let off = v.wrapping_sub(self.address);
+            (u64::from(off) < base_len).then_some(off)
+        };
+        // An Xtensa L32R, CALLn or J at `p` whose target lies in the base and whose bytes
+        // are in no pointer word: its kind (0, 1, 2) and target.
+        let xt_at = |p: u64| -> Option<(u8, u32)> {
+            if self.flags & XTENSA == 0 || p + 3 > base_len {
+                return None;
+            }
+            let (b0, b1, b2) = (at(p)?, at(p + 1)?, at(p + 2)?);
+            let p32 = p as u32;
+            let off18 = || {
+                let v = u32::from(b0 >> 6) | u32::from(b1) << 2 | u32::from(b2) << 10;
+                ((v << 14) as i32 >> 14) as u32
+            };
+            let (kind, t) = if b0 & 0x0F == 0x1 {
+                let imm = u32::from(b1) | u32::from(b2) << 8;
+                let t = (p32.wrapping_add(3) & !3).wrapping_add(imm << 2 | 0xFFFC_0000);
+                (0, t)
+            } else if b0 & 0x0F == 0x5 {
+                (1, (p32 & !3).wrapping_add(off18() << 2).wrapping_add(4))
+            } else if b0 & 0x3F == 0x06 {
+                (2, p32.wrapping_add(4).wrapping_add(off18()))
+            } else {
+                return None;
+            };
+            let in_pointer = pointer_at(p & !3).is_some() || pointer_at((p + 2) & !3).is_some();
+            (u64::from(t) < base_len && !in_pointer).then_some((kind, t))
+        };
+        // Re-encoded for the moved target.
+        let xt = |p: u64| -> Option<[u8; 3]> {
+            let (kind, t) = xt_at(p)?;
+            let b0 = at(p)?;
+            let q = (p as u32).wrapping_add(d);
+            let nt = self.map(t);
+            if kind == 0 {
+                let n = nt.wrapping_sub(q.wrapping_add(3) & !3);
+                let [lo, hi, ..] = (n >> 2).to_le_bytes();
+                return Some([b0, lo, hi]);
+            }
+            let n = if kind == 1 {
+                nt.wrapping_sub(q & !3).wrapping_sub(4) >> 2
+            } else {
+                nt.wrapping_sub(q).wrapping_sub(4)
+            };
+            Some([
+                (b0 & 0x3F) | ((n & 3) as u8) << 6,
+                (n >> 2) as u8,
+                (n >> 10) as u8,
+            ])
+        };
         let end = x.saturating_add(out.len() as u64);
         for (o, i) in out.iter_mut().zip(x..end) {
             *o = at(i).unwrap_or(0);
         }
-        let mut put = |start: u64, bytes: [u8; 4]| {
-            for (k, b) in bytes.into_iter().enumerate() {
+        let mut put = |start: u64, bytes: &[u8]| {
+            for (k, &b) in bytes.iter().enumerate() {
                 let i = start + k as u64;
                 if (x..end).contains(&i) {
                     if let Some(o) = usize::try_from(i - x).ok().and_then(|j| out.get_mut(j)) {
@@ -263,7 +329,7 @@ impl Predict {
             let mut p = (x & !1).saturating_sub(2);
             while p < end {
                 if let Some((p, bytes)) = bl(Some(p)) {
-                    put(p, bytes);
+                    put(p, &bytes);
                 }
                 p += 2;
             }
@@ -272,7 +338,7 @@ impl Predict {
             let mut a = x & !3;
             while a < end {
                 if let Some(bytes) = a64(a) {
-                    put(a, bytes);
+                    put(a, &bytes);
                 }
                 a += 4;
             }
@@ -281,8 +347,8 @@ impl Predict {
             let mut a = (x & !3).saturating_sub(4);
             while a < end {
                 if let Some((first, second)) = adrp(a) {
-                    put(a, first);
-                    put(a + 4, second);
+                    put(a, &first);
+                    put(a + 4, &second);
                 }
                 a += 4;
             }
@@ -291,9 +357,17 @@ impl Predict {
             let mut p = (x & !1).saturating_sub(4);
             while p < end {
                 if let Some(offset) = ril(p) {
-                    put(p + 2, offset);
+                    put(p + 2, &offset);
                 }
                 p += 2;
+            }
+        }
+        if self.flags & XTENSA != 0 {
+            // Back to front, so that where matches overlap each byte takes the earliest.
+            for p in (x.saturating_sub(2)..end).rev() {
+                if let Some(bytes) = xt(p) {
+                    put(p, &bytes);
+                }
             }
         }
         if self.flags & POINTER32 != 0 {
@@ -313,7 +387,7 @@ impl Predict {
                     let off = v.wrapping_sub(self.address);
                     if u64::from(off) < base_len {
                         let nv = self.map(off).wrapping_add(self.address);
-                        put(a, nv.to_le_bytes());
+                        put(a, &nv.to_le_bytes());
                     }
                 }
                 a += 4;
@@ -352,6 +426,72 @@ mod tests {
 
     /// The rules of the module documentation, byte by byte, as plainly as possible.
     fn reference(p: &Predict, base: &[u8], x: usize, d: u32) -> u8 {
+        let le32 = |a: usize| {
+            (a + 4 <= base.len()).then(|| u32::from_le_bytes(base[a..a + 4].try_into().unwrap()))
+        };
+        let pointer = |a: usize| {
+            p.flags() & POINTER32 != 0
+                && le32(a).is_some_and(|v| (v.wrapping_sub(p.address()) as usize) < base.len())
+        };
+        if p.flags() & XTENSA != 0 {
+            // (kind, target) of an instruction at q: L32R (low nibble 1), CALLn (5), J (06).
+            let xt_at = |q: usize| -> Option<(u8, u32)> {
+                let b = base.get(q..q + 3)?;
+                let off18 = {
+                    let v = (b[0] as u32 >> 6) | (b[1] as u32) << 2 | (b[2] as u32) << 10;
+                    if v & (1 << 17) != 0 {
+                        v | 0xFFFC_0000
+                    } else {
+                        v
+                    }
+                };
+                let q32 = q as u32;
+                let (kind, t) = if b[0] & 15 == 1 {
+                    let imm = b[1] as u32 | (b[2] as u32) << 8;
+                    let t = ((q32 + 3) & !3).wrapping_sub(4 * (65536 - imm));
+                    (0, t)
+                } else if b[0] & 15 == 5 {
+                    (
+                        1,
+                        (q32 & !3)
+                            .wrapping_add(off18.wrapping_mul(4))
+                            .wrapping_add(4),
+                    )
+                } else if b[0] & 63 == 6 {
+                    (2, (q32 + 4).wrapping_add(off18))
+                } else {
+                    return None;
+                };
+                let in_pointer = pointer(q & !3) || pointer((q + 2) & !3);
+                ((t as usize) < base.len() && !in_pointer).then_some((kind, t))
+            };
+            // The earliest match covering x.
+            for q in x.saturating_sub(2)..=x {
+                if let Some((kind, t)) = xt_at(q) {
+                    let at = (q as u32).wrapping_add(d);
+                    let nt = p.map(t);
+                    let bytes = match kind {
+                        0 => {
+                            let n = nt.wrapping_sub((at + 3) & !3) >> 2;
+                            [base[q], n as u8, (n >> 8) as u8]
+                        }
+                        _ => {
+                            let n = if kind == 1 {
+                                nt.wrapping_sub(at & !3).wrapping_sub(4) / 4
+                            } else {
+                                nt.wrapping_sub(at).wrapping_sub(4)
+                            };
+                            [
+                                base[q] & 63 | ((n & 3) as u8) << 6,
+                                (n >> 2) as u8,
+                                (n >> 10) as u8,
+                            ]
+                        }
+                    };
+                    return bytes[x - q];
+                }
+            }
+        }
         if p.flags() & S390_RIL != 0 {
             // An instruction at even q: a listed opcode, its target inside the base.
             let ril_at = |q: usize| {
@@ -628,8 +768,52 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_xtensa_call_literal_and_pointer_are_predicted_exactly() {
+        // At 0x10 `81 FE FF`: L32R a8 from the literal at 0x10 - 2 * 4 = 0x8; at 0x13
+        // `E5 01 00`: CALL8 to (0x10) + 7 * 4 + 4 = 0x30; at 0x16 `86 01 00`: J to 0x16 + 4 +
+        // 6 = 0x20; at 0x1C a pointer to 0x30 (address 0x4000_0000). At 0x23 `06` and at 0x24
+        // a pointer to 0x4 (`04 00 00 40`): a J to 0x37 by its bytes, but it lies in a pointer
+        // word. Everything from 0x20 moved up by 0x10.
+        let mut base = [0u8; 0x60];
+        base[0x10..0x19].copy_from_slice(&[0x81, 0xFE, 0xFF, 0xE5, 0x01, 0x00, 0x86, 0x01, 0x00]);
+        base[0x1C..0x20].copy_from_slice(&0x4000_0030u32.to_le_bytes());
+        base[0x23] = 0x06;
+        base[0x24..0x28].copy_from_slice(&0x4000_0004u32.to_le_bytes());
+        let p = Predict::new(XTENSA | POINTER32, 0x4000_0000, &[(0x20, 0x10)]).unwrap();
+        let mut out = [0u8; 0x30];
+        p.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        // The literal did not move: the L32R stays. CALL8 to 0x40: 11 words, `E5 02 00`; J
+        // to 0x30: 22 bytes, `86 05 00`; the pointer becomes 0x4000_0040.
+        assert_eq!(
+            out[0x10..0x19],
+            [0x81, 0xFE, 0xFF, 0xE5, 0x02, 0x00, 0x86, 0x05, 0x00]
+        );
+        assert_eq!(out[0x1C..0x20], 0x4000_0040u32.to_le_bytes());
+        // The J-like byte in front of a pointer word is no instruction: both stay, also with
+        // a shift that is no multiple of 4 (as a J, its first byte would become 0x46).
+        assert_eq!(out[0x23..0x28], base[0x23..0x28]);
+        let odd = Predict::new(XTENSA | POINTER32, 0x4000_0000, &[(0x20, 0x11)]).unwrap();
+        odd.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        assert_eq!(out[0x23..0x28], base[0x23..0x28]);
+        // Read by an op displaced by 4 (the code moved, the literal did not): 0x8 - 0x14 is
+        // -3 words, `81 FD FF`.
+        let mut l32r = [0u8; 3];
+        p.predict(&base, 0, base.len() as u64, 0x10, 4, &mut l32r);
+        assert_eq!(l32r, [0x81, 0xFD, 0xFF]);
+        // Without pointers, the byte at 0x23 is a J (to 0x37, moved to 0x47: 0x20 bytes).
+        let no_pointers = Predict::new(XTENSA, 0, &[(0x20, 0x10)]).unwrap();
+        no_pointers.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        assert_eq!(out[0x23..0x26], [0x06, 0x08, 0x00]);
+    }
+
+    #[test]
     fn headers_are_checked() {
-        assert!(Predict::new(32, 0, &[]).is_none());
+        assert!(Predict::new(64, 0, &[]).is_none());
+        // Xtensa goes with pointers only.
+        assert!(Predict::new(XTENSA | POINTER32, 0, &[]).is_some());
+        for other in [THUMB_BL, A64_BRANCH, A64_ADRP, S390_RIL] {
+            assert!(Predict::new(XTENSA | other, 0, &[]).is_none());
+        }
         // s390x goes alone.
         assert!(Predict::new(S390_RIL, 0, &[]).is_some());
         for other in [THUMB_BL, POINTER32, A64_BRANCH, A64_ADRP] {
@@ -672,17 +856,32 @@ mod tests {
                     }
                 ),
                 // s390x: an opcode and the top of a small offset, and the rest of one.
-                (0usize..3, 0u8..16, any::<bool>()).prop_map(|(op, nibble, neg)| {
+                prop_oneof![(0usize..3, 0u8..16, any::<bool>()).prop_map(|(op, nibble, neg)| {
                     let high = if neg { 0xFF } else { 0 };
                     u32::from_le_bytes([[0xC0, 0xC4, 0xC6][op], nibble << 4 | nibble, high, high])
                 }),
                 (any::<bool>(), any::<u16>()).prop_map(|(neg, v)| {
                     let [a, b] = v.to_le_bytes();
                     u32::from_le_bytes([if neg { 0xFF } else { 0 }, a & 0x7F, 0xC0, b & 0x0F])
+                })],
+                // Xtensa: L32R back a few words, CALLn and J near by, at any byte offset.
+                (0usize..4, 0u8..3, any::<u8>(), any::<bool>()).prop_map(|(at, kind, v, back)| {
+                    let ins = match kind {
+                        0 => [0x01 | (v & 0xF0), 0xF0 | (v & 0x0F), 0xFF],
+                        1 => [0x05 | (v & 0xF0), v & 0x1F, if back { 0xFF } else { 0 }],
+                        _ => [0x06 | (v & 0xC0), v & 0x3F, if back { 0xFF } else { 0 }],
+                    };
+                    let mut w = [0x0Fu8; 4];
+                    for (k, b) in ins.into_iter().enumerate() {
+                        if let Some(slot) = w.get_mut(at + k) {
+                            *slot = b;
+                        }
+                    }
+                    u32::from_le_bytes(w)
                 }),
             ], 1..80),
             tail in 0usize..4,
-            flags in prop_oneof![0u8..16, Just(S390_RIL)],
+            flags in prop_oneof![0u8..16, Just(S390_RIL), Just(XTENSA), Just(XTENSA | POINTER32)],
             map in proptest::collection::btree_map(0u32..0x500, any::<u32>(), 0..6),
             x in 0usize..400,
             n in 1usize..crate::patch::ADD_BLOCK + 1,

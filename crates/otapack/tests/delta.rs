@@ -734,6 +734,115 @@ fn moved_s390_code_is_predicted() {
     );
 }
 
+/// A synthetic ESP32-style Xtensa image: a 4 KiB literal pool, then functions that start
+/// with `ENTRY a1, 32` and hold `sizes[f]` 3-byte slots (padded to 4 bytes) of bytes that are
+/// no L32R, CALLn or J, with `L32R`s into the pool and `CALL8`s to other functions (`refs`:
+/// function, slot, target; even k a call, odd k a literal load).
+fn xtensa_image(sizes: &[usize], refs: &[(usize, usize, usize)]) -> Vec<u8> {
+    const POOL: usize = 4096;
+    let safe = |r: u64| [0x20u8, 0x03, 0x48, 0x0C, 0x9A, 0x7E, 0xB2, 0xF0][(r % 8) as usize];
+    let mut starts = Vec::new();
+    let mut at = POOL;
+    for &s in sizes {
+        starts.push(at);
+        at += (3 * (s + 1)).next_multiple_of(4);
+    }
+    let mut img = vec![0u8; at];
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for b in img.iter_mut() {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        *b = safe(rng >> 8);
+    }
+    for (f, &s) in sizes.iter().enumerate() {
+        img[starts[f]..starts[f] + 3].copy_from_slice(&[0x36, 0x41, 0x00]);
+        // Each function's body depends on its index alone, so growing one leaves the others.
+        let mut r = (f as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let end = starts[f] + (3 * (s + 1)).next_multiple_of(4);
+        for b in &mut img[starts[f] + 3..end] {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            *b = safe(r >> 8);
+        }
+    }
+    for (k, &(f, slot, t)) in refs.iter().enumerate() {
+        let f = f % sizes.len();
+        let p = starts[f] + 3 * (1 + slot % sizes[f]);
+        let ins = if k % 2 == 0 {
+            let target = starts[t % sizes.len()] as i64;
+            let off = ((target - (p as i64 & !3) - 4) / 4) as u32 & 0x3FFFF;
+            [
+                0x25 | ((off & 3) as u8) << 6,
+                (off >> 2) as u8,
+                (off >> 10) as u8,
+            ]
+        } else {
+            let literal = 4 * (t % (POOL / 4)) as i64;
+            let words = ((((p + 3) & !3) as i64 - literal) / 4) as u32;
+            let imm = 65536 - words;
+            [0x81, imm as u8, (imm >> 8) as u8]
+        };
+        img[p..p + 3].copy_from_slice(&ins);
+    }
+    img
+}
+
+/// Re-linked Xtensa code (a function grew by 12 bytes; the literal pool stayed): the builder
+/// sees windowed-ABI functions, predicts L32R and CALLn offsets (flags XTENSA, with pointers),
+/// and the Xtensa rule leaves under a twentieth of the changed bytes.
+#[test]
+fn moved_xtensa_code_is_predicted() {
+    use otapack::otapack_core::predict::{Predict, POINTER32, XTENSA};
+    let sizes: Vec<usize> = (0..500).map(|i| 10 + (i * 7919) % 40).collect();
+    let refs: Vec<(usize, usize, usize)> =
+        (0..5000).map(|i| (i * 31, i * 17, i * 7 + 300)).collect();
+    let old = xtensa_image(&sizes, &refs);
+    let mut bigger = sizes.clone();
+    bigger[3] += 4;
+    let new = xtensa_image(&bigger, &refs);
+    let mut o = options();
+    o.slice_log2 = 14;
+    o.zstd_window_log = 12;
+    o.segment_log = 0;
+    let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
+    let lax = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
+    let p = Package::parse(&delta).unwrap();
+    let mut format2 = 0;
+    for r in p.manifest().slices() {
+        if r.method() == Method::Patch && r.arg() == 2 {
+            let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
+            assert_eq!(stream[0] & !POINTER32, XTENSA, "slice {}", r.index());
+            format2 += 1;
+        }
+    }
+    assert!(format2 >= 3, "{format2} format-2 slices");
+    let map = otapack::delta::address_map(
+        old.len(),
+        &otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap(),
+    );
+    let changed = |flags: u8| {
+        let pr = Predict::new(flags, 0, &map).unwrap();
+        let (from, len) = (0x4000usize, 0x8000usize);
+        let mut b = vec![0u8; len];
+        pr.predict(&old, 0, old.len() as u64, from as u64, 12, &mut b);
+        b.iter()
+            .zip(&new[from + 12..from + 12 + len])
+            .filter(|(x, y)| x != y)
+            .count()
+    };
+    let (xtensa, none) = (changed(XTENSA), changed(0));
+    assert!(
+        xtensa * 20 < none,
+        "changed bytes: Xtensa rule {xtensa}, none {none}"
+    );
+}
+
 /// A raw binary carries no load address (0), yet its literal pools point where it runs
 /// (`ADDRESS`). The builder infers the pointer rule's address from how the moved words
 /// changed: with it the pointers after a grown function are predicted, where address 0
