@@ -217,9 +217,14 @@ pub fn pointer_address(
             moved.entry(shift).or_default().push((start, end));
         }
     }
-    // +1 where an interval of addresses begins, -1 just after it ends (u64: no wrap).
+    // +1 where an interval of addresses begins, -1 just after it ends (u64: no wrap). At most
+    // MAX_VOTES changed words vote (evenly spread), each in at most 32 intervals (a shift
+    // recurs in at most every other of the 64 map entries): memory stays bounded.
+    const MAX_VOTES: usize = 1 << 16;
+    let changed: Vec<(u32, u32)> = words().filter(|(v, w)| v != w).collect();
+    let stride = changed.len().div_ceil(MAX_VOTES).max(1);
     let mut events: Vec<(u64, i64)> = Vec::new();
-    for (v, w) in words().filter(|(v, w)| v != w) {
+    for &(v, w) in changed.iter().step_by(stride) {
         for &(start, end) in moved.get(&w.wrapping_sub(v)).into_iter().flatten() {
             // v - address in [start, end)  <=>  address in [v - end + 1, v - start] (mod 2^32)
             let lo = v.wrapping_sub(end).wrapping_add(1);
