@@ -579,6 +579,47 @@ proptest! {
     }
 }
 
+/// Builds a two-slot delta of `old` -> `new` (16 KiB slices, 4 KiB window, no segments),
+/// checks that the device applier rebuilds `new` from it, and returns the header flags (the
+/// op stream's first byte) of each format-2 patch slice.
+fn format2_flags(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut o = options();
+    o.slice_log2 = 14;
+    o.zstd_window_log = 12;
+    o.segment_log = 0;
+    let delta = build_delta(&raw_image(old.to_vec()), &raw_image(new.to_vec()), &o, &[]).unwrap();
+    let lax = Policy {
+        required_signatures: 0,
+        allow_unsigned: true,
+    };
+    assert_eq!(apply(&delta, Some(old), &[], &lax).unwrap(), new);
+    let p = Package::parse(&delta).unwrap();
+    p.manifest()
+        .slices()
+        .filter(|r| r.method() == Method::Patch && r.arg() == 2)
+        .map(|r| zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap()[0])
+        .collect()
+}
+
+/// How many bytes of `new[0x4000 + d ..][..0x8000]` differ from `old[0x4000..][..0x8000]` as
+/// predicted with `flags` and `address` (an add run of displacement `d`), through the address
+/// map of the pair's matches: what a format-2 patch still pays add bytes for.
+fn changed_after_prediction(old: &[u8], new: &[u8], flags: u8, address: u32, d: u32) -> usize {
+    let map = otapack::delta::address_map(
+        old.len(),
+        &otapack::delta::slice_matches(old, new, 1 << 14).unwrap(),
+    );
+    let pr = otapack::otapack_core::predict::Predict::new(flags, address, &map).unwrap();
+    let (from, len) = (0x4000usize, 0x8000usize);
+    let mut b = vec![0u8; len];
+    pr.predict(old, 0, old.len() as u64, from as u64, d, &mut b);
+    let at = from + d as usize;
+    b.iter()
+        .zip(&new[at..at + len])
+        .filter(|(x, y)| x != y)
+        .count()
+}
+
 /// Re-linked AArch64 firmware: 600 functions calling each other, one early function grown by
 /// 40 bytes. The builder sees AArch64 calls, so slices after the growth are format-2 patches
 /// whose header asks for AArch64 prediction (flags bits 2 and 3, not the Thumb bit 0), and
@@ -593,50 +634,17 @@ fn moved_aarch64_code_is_predicted() {
     let mut bigger = sizes.clone();
     bigger[3] += 10;
     let new = code_image(&bigger, &calls, 0, 5, true);
-    let mut o = options();
-    o.slice_log2 = 14;
-    o.zstd_window_log = 12;
-    o.segment_log = 0;
-    let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
-    let lax = Policy {
-        required_signatures: 0,
-        allow_unsigned: true,
-    };
-    assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
-    let p = Package::parse(&delta).unwrap();
-    let mut format2 = 0;
-    for r in p.manifest().slices() {
-        if r.method() == Method::Patch && r.arg() == 2 {
-            // The op stream's first varint is the header's flags (pointers too: the load address
-            // is 0).
-            let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
-            assert_eq!(
-                stream[0] & (A64_BRANCH | A64_ADRP | THUMB_BL),
-                A64_BRANCH | A64_ADRP,
-                "slice {}",
-                r.index()
-            );
-            format2 += 1;
-        }
+    // Pointers are predicted too (the load address is 0).
+    let flags = format2_flags(&old, &new);
+    assert!(flags.len() >= 4, "{} format-2 slices", flags.len());
+    for f in flags {
+        assert_eq!(
+            f & (A64_BRANCH | A64_ADRP | THUMB_BL),
+            A64_BRANCH | A64_ADRP
+        );
     }
-    assert!(format2 >= 4, "{format2} format-2 slices");
-    // What prediction saves: the bytes a slice's add run differs by, AArch64 rule vs Thumb
-    // rule, over the slices after the growth (read with the run's displacement, 40).
-    let map = otapack::delta::address_map(
-        old.len(),
-        &otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap(),
-    );
-    let changed = |flags: u8| {
-        let pr = otapack::otapack_core::predict::Predict::new(flags, 0, &map).unwrap();
-        let (from, len) = (0x4000usize, 0x8000usize);
-        let mut b = vec![0u8; len];
-        pr.predict(&old, 0, old.len() as u64, from as u64, 40, &mut b);
-        b.iter()
-            .zip(&new[from + 40..from + 40 + len])
-            .filter(|(x, y)| x != y)
-            .count()
-    };
-    let (a64, thumb) = (changed(A64_BRANCH), changed(THUMB_BL));
+    let a64 = changed_after_prediction(&old, &new, A64_BRANCH, 0, 40);
+    let thumb = changed_after_prediction(&old, &new, THUMB_BL, 0, 40);
     assert!(
         a64 * 20 < thumb,
         "changed bytes: AArch64 rule {a64}, Thumb rule {thumb}"
@@ -685,7 +693,7 @@ fn s390_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
 /// are format-2 patches that leave under a twentieth of the changed bytes.
 #[test]
 fn moved_s390_code_is_predicted() {
-    use otapack::otapack_core::predict::{Predict, S390_RIL};
+    use otapack::otapack_core::predict::S390_RIL;
     let sizes: Vec<usize> = (0..600).map(|i| 10 + (i * 7919) % 40).collect();
     let calls: Vec<(usize, usize, usize)> =
         (0..4000).map(|i| (i * 31, i * 17, i * 7 + 200)).collect();
@@ -693,41 +701,11 @@ fn moved_s390_code_is_predicted() {
     let mut bigger = sizes.clone();
     bigger[3] += 4;
     let new = s390_image(&bigger, &calls);
-    let mut o = options();
-    o.slice_log2 = 14;
-    o.zstd_window_log = 12;
-    o.segment_log = 0;
-    let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
-    let lax = Policy {
-        required_signatures: 0,
-        allow_unsigned: true,
-    };
-    assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
-    let p = Package::parse(&delta).unwrap();
-    let mut format2 = 0;
-    for r in p.manifest().slices() {
-        if r.method() == Method::Patch && r.arg() == 2 {
-            let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
-            assert_eq!(stream[0], S390_RIL, "slice {}", r.index());
-            format2 += 1;
-        }
-    }
-    assert!(format2 >= 4, "{format2} format-2 slices");
-    let map = otapack::delta::address_map(
-        old.len(),
-        &otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap(),
-    );
-    let changed = |flags: u8| {
-        let pr = Predict::new(flags, 0, &map).unwrap();
-        let (from, len) = (0x4000usize, 0x8000usize);
-        let mut b = vec![0u8; len];
-        pr.predict(&old, 0, old.len() as u64, from as u64, 24, &mut b);
-        b.iter()
-            .zip(&new[from + 24..from + 24 + len])
-            .filter(|(x, y)| x != y)
-            .count()
-    };
-    let (s390, none) = (changed(S390_RIL), changed(0));
+    let flags = format2_flags(&old, &new);
+    assert!(flags.len() >= 4, "{} format-2 slices", flags.len());
+    assert!(flags.iter().all(|&f| f == S390_RIL), "flags {flags:?}");
+    let s390 = changed_after_prediction(&old, &new, S390_RIL, 0, 24);
+    let none = changed_after_prediction(&old, &new, 0, 0, 24);
     assert!(
         s390 * 20 < none,
         "changed bytes: s390x rule {s390}, none {none}"
@@ -794,7 +772,7 @@ fn xtensa_image(sizes: &[usize], refs: &[(usize, usize, usize)]) -> Vec<u8> {
 /// and the Xtensa rule leaves under a twentieth of the changed bytes.
 #[test]
 fn moved_xtensa_code_is_predicted() {
-    use otapack::otapack_core::predict::{Predict, POINTER32, XTENSA};
+    use otapack::otapack_core::predict::{POINTER32, XTENSA};
     let sizes: Vec<usize> = (0..500).map(|i| 10 + (i * 7919) % 40).collect();
     let refs: Vec<(usize, usize, usize)> =
         (0..5000).map(|i| (i * 31, i * 17, i * 7 + 300)).collect();
@@ -802,41 +780,14 @@ fn moved_xtensa_code_is_predicted() {
     let mut bigger = sizes.clone();
     bigger[3] += 4;
     let new = xtensa_image(&bigger, &refs);
-    let mut o = options();
-    o.slice_log2 = 14;
-    o.zstd_window_log = 12;
-    o.segment_log = 0;
-    let delta = build_delta(&raw_image(old.clone()), &raw_image(new.clone()), &o, &[]).unwrap();
-    let lax = Policy {
-        required_signatures: 0,
-        allow_unsigned: true,
-    };
-    assert_eq!(apply(&delta, Some(&old), &[], &lax).unwrap(), new);
-    let p = Package::parse(&delta).unwrap();
-    let mut format2 = 0;
-    for r in p.manifest().slices() {
-        if r.method() == Method::Patch && r.arg() == 2 {
-            let stream = zstd::bulk::decompress(p.payload(&r), 1 << 20).unwrap();
-            assert_eq!(stream[0] & !POINTER32, XTENSA, "slice {}", r.index());
-            format2 += 1;
-        }
-    }
-    assert!(format2 >= 3, "{format2} format-2 slices");
-    let map = otapack::delta::address_map(
-        old.len(),
-        &otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap(),
+    let flags = format2_flags(&old, &new);
+    assert!(flags.len() >= 3, "{} format-2 slices", flags.len());
+    assert!(
+        flags.iter().all(|&f| f & !POINTER32 == XTENSA),
+        "flags {flags:?}"
     );
-    let changed = |flags: u8| {
-        let pr = Predict::new(flags, 0, &map).unwrap();
-        let (from, len) = (0x4000usize, 0x8000usize);
-        let mut b = vec![0u8; len];
-        pr.predict(&old, 0, old.len() as u64, from as u64, 12, &mut b);
-        b.iter()
-            .zip(&new[from + 12..from + 12 + len])
-            .filter(|(x, y)| x != y)
-            .count()
-    };
-    let (xtensa, none) = (changed(XTENSA), changed(0));
+    let xtensa = changed_after_prediction(&old, &new, XTENSA, 0, 12);
+    let none = changed_after_prediction(&old, &new, 0, 0, 12);
     assert!(
         xtensa * 20 < none,
         "changed bytes: Xtensa rule {xtensa}, none {none}"
@@ -849,7 +800,7 @@ fn moved_xtensa_code_is_predicted() {
 /// predicts none of them; an image whose load address is known keeps it.
 #[test]
 fn pointer_address_is_inferred_for_a_raw_image() {
-    use otapack::otapack_core::predict::{Predict, POINTER32};
+    use otapack::otapack_core::predict::POINTER32;
     let sizes: Vec<usize> = (0..300).map(|i| 20 + (i * 7919) % 60).collect();
     let old = thumb_image(&sizes, &[], 4, 9);
     let mut bigger = sizes.clone();
@@ -857,16 +808,7 @@ fn pointer_address_is_inferred_for_a_raw_image() {
     let new = thumb_image(&bigger, &[], 4, 9);
     let matches = otapack::delta::slice_matches(&old, &new, 1 << 14).unwrap();
     let map = otapack::delta::address_map(old.len(), &matches);
-    let changed = |address: u32| {
-        let pr = Predict::new(POINTER32, address, &map).unwrap();
-        let (from, len) = (0x2000usize, 0x6000usize);
-        let mut b = vec![0u8; len];
-        pr.predict(&old, 0, old.len() as u64, from as u64, 24, &mut b);
-        b.iter()
-            .zip(&new[from + 24..from + 24 + len])
-            .filter(|(x, y)| x != y)
-            .count()
-    };
+    let changed = |address| changed_after_prediction(&old, &new, POINTER32, address, 24);
     let inferred = otapack::delta::pointer_address(&old, &new, &matches, &map, Some(0)).unwrap();
     let (at_zero, at_inferred) = (changed(0), changed(inferred));
     assert!(at_zero > 400, "{at_zero} bytes changed with address 0");
