@@ -631,12 +631,14 @@ mod tests {
         assert_eq!(with(&[0x00, 0x00, 0x00]).unwrap(), [0x2A]); // no flags, no map
         assert_eq!(with(&[0x10, 0x00, 0x00]).unwrap(), [0x2A]); // s390x alone
         assert_eq!(with(&[0x22, 0x00, 0x00]).unwrap(), [0x2A]); // Xtensa with pointers
+        assert_eq!(with(&[0x42, 0x00, 0x00]).unwrap(), [0x2A]); // MIPS16 with pointers
         assert_eq!(
             with(&[0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x00]).unwrap(),
             [0x2A]
         );
         let bad = [
-            &[0x40, 0x00, 0x00][..],                     // unknown flag (bit 6)
+            &[0x80, 0x01, 0x00, 0x00][..],               // unknown flag (bit 7)
+            &[0x41, 0x00, 0x00],                         // MIPS16 with Thumb BL
             &[0x12, 0x00, 0x00],                         // s390x with pointers
             &[0x21, 0x00, 0x00],                         // Xtensa with Thumb BL
             &[0x09, 0x00, 0x00],                         // Thumb BL with ADRP pairs

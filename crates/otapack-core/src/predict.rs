@@ -4,8 +4,8 @@
 //! When firmware is re-linked, code and data shift, and every reference that crosses a shift
 //! changes: the 32-bit absolute pointers in literal pools and vector tables, the PC-relative
 //! offsets of Thumb `BL` and AArch64 `B`/`BL` instructions, AArch64 `ADRP` address pairs,
-//! the offsets of s390x relative-long instructions, and Xtensa `L32R`, `CALLn` and `J`
-//! offsets.
+//! the offsets of s390x relative-long instructions, Xtensa `L32R`, `CALLn` and `J`
+//! offsets, and the absolute targets of MIPS16e `JAL`s.
 //! bsdiff's add-with-difference stores each such change as a non-zero add byte (on the micro:bit pair in `testdata/`, 6,900 changed words, 8,252 add
 //! bytes). Format 2 instead sends an **address map** (which ranges of the base moved by how
 //! much) and lets the applier rewrite those references in the base bytes it reads, before the
@@ -27,13 +27,14 @@
 //! | pointer (flag bit 1) | for `a = x & !3`: `a + 4 <= base_size`, no byte of `[a, a+4)` is a Thumb BL byte, the word is not an AArch64 branch nor in an ADRP pair (per the rows above, for the flags set), and `v = le32(base[a..a+4])` has `v - address < base_size` | `le32(map(v - address) + address)`, byte `x - a` of it |
 //! | s390x relative-long (flag bit 4, alone) | `x` in `[p+2, p+6)` for an even `p` with `p + 6 <= base_size` that matches: `base[p]` and the low nibble of `base[p+1]` are in [`S390_RIL_OPCODES`], and `t = p + 2 * be32(base[p+2..p+6])` is below `base_size`; and neither `p - 2` nor `p - 4` matches | `n = map(t) - (p + d)`; the offset `be32(n >> 1)` (arithmetic shift), byte `x - p - 2` of it |
 //! | Xtensa (flag bit 5, with bit 1 at most) | `x` in `[p, p+3)` for the smallest `p` of `x-2 ..= x` that matches: `p + 3 <= base_size`; `L32R` (`b0 & 0x0F == 1`, `t = ((p+3) & !3) + ((b1 \| b2 << 8) << 2 \| 0xFFFC_0000)`), `CALLn` (`b0 & 0x0F == 5`, `t = (p & !3) + 4 * o18 + 4`) or `J` (`b0 & 0x3F == 6`, `t = p + 4 + o18`), `o18` the signed 18 bits `b0 >> 6 \| b1 << 2 \| b2 << 10`; `t < base_size`; with bit 1, neither word of the instruction is a pointer (row below) | with `q = p + d`: `L32R` `n = map(t) - ((q+3) & !3)`, bytes `b0, n >> 2, n >> 10`; `CALLn` `n = (map(t) - (q & !3) - 4) >> 2`, `J` `n = map(t) - q - 4`, bytes `b0 & 0x3F \| (n & 3) << 6, n >> 2, n >> 10`; byte `x - p` |
+//! | MIPS16e `JAL` (flag bit 6, with bit 1 at most) | `x` in `[p, p+4)` for the smallest even `p` of `x-3 ..= x` that matches: `p + 4 <= base_size`, `h = hw(p)` has `h >> 11 == 3`, `t = ((address + p + 4) & 0xF000_0000 \| t26 << 2) - address < base_size` for `t26 = (h & 0x1F) << 21 \| ((h >> 5) & 0x1F) << 16 \| hw(p+2)`, and with bit 1 neither word of the instruction is a pointer | `n = ((map(t) + address) >> 2) & 0x3FF_FFFF`; halfwords `h & 0xFC00 \| ((n >> 16) & 0x1F) << 5 \| (n >> 21) & 0x1F` and `n & 0xFFFF`; byte `x - p` |
 //! | otherwise | | `base[x]` |
 //!
 //! A halfword cannot be both a BL's first half (`11110…`) and its second (`11111…`), so BLs
 //! never overlap; a word is an ADRP or an ADD/load/store, never both, and ADRP pairs are never
 //! predicted with Thumb BLs; the s390x rule goes alone and keeps the first of overlapping
-//! instructions; Xtensa matches lie in no pointer word and each byte takes the earliest
-//! overlapping one: each byte belongs to at most one rule. The rules read base bytes up to 9
+//! instructions; Xtensa and MIPS16 matches lie in no pointer word and each byte takes the
+//! earliest overlapping one: each byte belongs to at most one rule. The rules read base bytes up to 9
 //! before (s390x) and 7 after (ADRP pairs) the byte predicted, never outside the base. The prediction depends only on the base, the header and `d`, never on how the op
 //! stream was cut into pieces.
 
@@ -56,9 +57,14 @@ pub const S390_RIL: u8 = 16;
 /// Flag bit 5: predict little-endian Xtensa `L32R` literal offsets and `CALL0/4/8/12` and `J`
 /// offsets (ESP32, ESP32-S2/S3). Allowed with [`POINTER32`] only.
 pub const XTENSA: u8 = 32;
+/// Flag bit 6: predict the absolute targets of little-endian MIPS16e `JAL`/`JALX` (Realtek
+/// Wi-Fi firmware, MIPS routers), through the header's address as for pointers. Allowed with
+/// [`POINTER32`] only.
+pub const MIPS16_JAL: u8 = 64;
 /// Every flag format 2 defines (a header may not set both [`THUMB_BL`] and [`A64_ADRP`], nor
-/// [`S390_RIL`] with any other, nor [`XTENSA`] with any but [`POINTER32`]).
-pub const ALL_FLAGS: u8 = THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP | S390_RIL | XTENSA;
+/// [`S390_RIL`] with any other, nor [`XTENSA`] or [`MIPS16_JAL`] with any but [`POINTER32`]).
+pub const ALL_FLAGS: u8 =
+    THUMB_BL | POINTER32 | A64_BRANCH | A64_ADRP | S390_RIL | XTENSA | MIPS16_JAL;
 /// The second opcode nibbles (bit n: nibble n) of the s390x relative-long (RIL-b/c)
 /// instructions [`S390_RIL`] predicts, for first opcode bytes `C0`, `C4` and `C6`: `C0`
 /// `LARL` (0), `BRCL` (4), `BRASL` (5); `C4` the `...RL` loads and stores (2, 4-8, B-F);
@@ -96,7 +102,8 @@ impl Predict {
         let thumb_and_adrp = THUMB_BL | A64_ADRP;
         let s390_with_other = flags & S390_RIL != 0 && flags != S390_RIL;
         let xtensa_with_other = flags & XTENSA != 0 && flags & !(XTENSA | POINTER32) != 0;
-        let alone = !s390_with_other && !xtensa_with_other;
+        let mips_with_other = flags & MIPS16_JAL != 0 && flags & !(MIPS16_JAL | POINTER32) != 0;
+        let alone = !s390_with_other && !xtensa_with_other && !mips_with_other;
         (flags & !ALL_FLAGS == 0 && flags & thumb_and_adrp != thumb_and_adrp && alone).then_some(
             Predict {
                 flags,
@@ -311,6 +318,30 @@ impl Predict {
                 (n >> 10) as u8,
             ])
         };
+        // A MIPS16e JAL/JALX at the even `p` whose target lies in the base and whose bytes are
+        // in no pointer word, re-encoded for the moved target.
+        let jal16 = |p: u64| -> Option<[u8; 4]> {
+            if self.flags & MIPS16_JAL == 0 || !p.is_multiple_of(2) || p + 4 > base_len {
+                return None;
+            }
+            let (h, l) = (hw(p)?, hw(p + 2)?);
+            if h >> 11 != 3 {
+                return None;
+            }
+            let (h, l) = (u32::from(h), u32::from(l));
+            let t26 = (h & 0x1F) << 21 | ((h >> 5) & 0x1F) << 16 | l;
+            let region = self.address.wrapping_add(p as u32).wrapping_add(4) & 0xF000_0000;
+            let off = (region | t26 << 2).wrapping_sub(self.address);
+            let in_pointer = pointer_at(p & !3).is_some() || pointer_at((p + 2) & !3).is_some();
+            if u64::from(off) >= base_len || in_pointer {
+                return None;
+            }
+            let n = (self.map(off).wrapping_add(self.address) >> 2) & 0x03FF_FFFF;
+            let nh = (h & 0xFC00) | ((n >> 16) & 0x1F) << 5 | ((n >> 21) & 0x1F);
+            let [h0, h1] = (nh as u16).to_le_bytes();
+            let [l0, l1] = (n as u16).to_le_bytes();
+            Some([h0, h1, l0, l1])
+        };
         let end = x.saturating_add(out.len() as u64);
         for (o, i) in out.iter_mut().zip(x..end) {
             *o = at(i).unwrap_or(0);
@@ -366,6 +397,17 @@ impl Predict {
             // Back to front, so that where matches overlap each byte takes the earliest.
             for p in (x.saturating_sub(2)..end).rev() {
                 if let Some(bytes) = xt(p) {
+                    put(p, &bytes);
+                }
+            }
+        }
+        if self.flags & MIPS16_JAL != 0 {
+            // Back to front, so that where matches overlap each byte takes the earliest.
+            for p in ((x & !1).saturating_sub(2)..end)
+                .rev()
+                .filter(|p| p % 2 == 0)
+            {
+                if let Some(bytes) = jal16(p) {
                     put(p, &bytes);
                 }
             }
@@ -433,6 +475,30 @@ mod tests {
             p.flags() & POINTER32 != 0
                 && le32(a).is_some_and(|v| (v.wrapping_sub(p.address()) as usize) < base.len())
         };
+        if p.flags() & MIPS16_JAL != 0 {
+            // The earliest JAL/JALX at an even q covering x whose target lies in the base and
+            // whose words are no pointers.
+            let hw = |i: usize| u16::from_le_bytes([base[i], base[i + 1]]) as u32;
+            for q in (x.saturating_sub(3)..=x).filter(|q| q % 2 == 0) {
+                if q + 4 > base.len()
+                    || hw(q) >> 11 != 3
+                    || pointer(q & !3)
+                    || pointer((q + 2) & !3)
+                {
+                    continue;
+                }
+                let t26 = (hw(q) & 31) << 21 | ((hw(q) >> 5) & 31) << 16 | hw(q + 2);
+                let abs = (p.address().wrapping_add(q as u32 + 4) & 0xF000_0000) | t26 << 2;
+                let off = abs.wrapping_sub(p.address());
+                if (off as usize) >= base.len() {
+                    continue;
+                }
+                let n = (p.map(off).wrapping_add(p.address()) >> 2) & 0x03FF_FFFF;
+                let nh = (hw(q) & 0xFC00) | ((n >> 16) & 31) << 5 | ((n >> 21) & 31);
+                let bytes = [nh as u8, (nh >> 8) as u8, n as u8, (n >> 8) as u8];
+                return bytes[x - q];
+            }
+        }
         if p.flags() & XTENSA != 0 {
             // (kind, target) of an instruction at q: L32R (low nibble 1), CALLn (5), J (06).
             let xt_at = |q: usize| -> Option<(u8, u32)> {
@@ -807,8 +873,58 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_mips16_call_is_predicted_exactly() {
+        // Loaded at 0x8010_0000: at 0x10 `80 18 10 00`, JAL to 0x8010_0040 (t26 = 0x4_0010);
+        // at 0x18 `80 1C 08 00`, JALX to 0x8010_0020. Everything from 0x30 moved up by 0x10.
+        let mut base = [0u8; 0x60];
+        base[0x10..0x14].copy_from_slice(&[0x80, 0x18, 0x10, 0x00]);
+        base[0x18..0x1C].copy_from_slice(&[0x80, 0x1C, 0x08, 0x00]);
+        let p = Predict::new(MIPS16_JAL, 0x8010_0000, &[(0x30, 0x10)]).unwrap();
+        let mut out = [0u8; 0x20];
+        // Absolute targets: the displacement does not matter.
+        p.predict(&base, 0, base.len() as u64, 0, 7, &mut out);
+        // JAL to 0x8010_0050: t26 = 0x4_0014. The JALX's target did not move.
+        assert_eq!(out[0x10..0x14], [0x80, 0x18, 0x14, 0x00]);
+        assert_eq!(out[0x18..0x1C], base[0x18..0x1C]);
+        // Crossing a 256 KiB boundary of the target changes the first halfword: moved up by
+        // 0x4_0000, t26 = 0x5_0010, `A0 18 10 00`.
+        let far = Predict::new(MIPS16_JAL, 0x8010_0000, &[(0x30, 0x4_0000)]).unwrap();
+        far.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        assert_eq!(out[0x10..0x14], [0xA0, 0x18, 0x10, 0x00]);
+        // At another load address the same bytes point outside the base: nothing changes.
+        let elsewhere = Predict::new(MIPS16_JAL, 0x9000_0000, &[(0x30, 0x10)]).unwrap();
+        elsewhere.predict(&base, 0, base.len() as u64, 0, 0, &mut out);
+        assert_eq!(out[..], base[..0x20]);
+        // With pointers, a JAL that shares a word with a pointer is none: the pointer wins.
+        let mut b = base;
+        b[0x14..0x18].copy_from_slice(&0x8010_0044u32.to_le_bytes());
+        let both = Predict::new(MIPS16_JAL | POINTER32, 0x8010_0000, &[(0x30, 0x10)]).unwrap();
+        both.predict(&b, 0, b.len() as u64, 0, 0, &mut out);
+        assert_eq!(out[0x10..0x14], [0x80, 0x18, 0x14, 0x00]);
+        assert_eq!(out[0x14..0x18], 0x8010_0054u32.to_le_bytes());
+        // `80 18` at 0x12 and the pointer `10 00 10 80` at 0x14 read as a JAL to 0x8010_0040,
+        // but its second half is a pointer word: no JAL. Without pointers it is one, and a
+        // move by 0x4_0000 changes its first half.
+        b[0x12..0x14].copy_from_slice(&[0x80, 0x18]);
+        b[0x14..0x18].copy_from_slice(&0x8010_0010u32.to_le_bytes());
+        let mut one = [0u8; 2];
+        let far_both = Predict::new(MIPS16_JAL | POINTER32, 0x8010_0000, &[(0x30, 0x4_0000)]);
+        far_both
+            .unwrap()
+            .predict(&b, 0, b.len() as u64, 0x12, 0, &mut one);
+        assert_eq!(one, [0x80, 0x18]);
+        far.predict(&b, 0, b.len() as u64, 0x12, 0, &mut one);
+        assert_eq!(one, [0xA0, 0x18]);
+    }
+
+    #[test]
     fn headers_are_checked() {
-        assert!(Predict::new(64, 0, &[]).is_none());
+        assert!(Predict::new(128, 0, &[]).is_none());
+        // MIPS16 goes with pointers only.
+        assert!(Predict::new(MIPS16_JAL | POINTER32, 0, &[]).is_some());
+        for other in [THUMB_BL, A64_BRANCH, A64_ADRP, S390_RIL, XTENSA] {
+            assert!(Predict::new(MIPS16_JAL | other, 0, &[]).is_none());
+        }
         // Xtensa goes with pointers only.
         assert!(Predict::new(XTENSA | POINTER32, 0, &[]).is_some());
         for other in [THUMB_BL, A64_BRANCH, A64_ADRP, S390_RIL] {
@@ -864,7 +980,12 @@ mod tests {
                     let [a, b] = v.to_le_bytes();
                     u32::from_le_bytes([if neg { 0xFF } else { 0 }, a & 0x7F, 0xC0, b & 0x0F])
                 })],
-                // Xtensa: L32R back a few words, CALLn and J near by, at any byte offset.
+                // Xtensa: L32R back a few words, CALLn and J near by, at any byte offset; or
+                // MIPS16 JAL/JALX halves with small targets (address 0x2000_0000), aligned or not.
+                prop_oneof![(0u32..2, 0u32..80, any::<bool>()).prop_map(|(x, t, shifted)| {
+                    let jal = (0x1800 | x << 10) | ((t >> 2) << 16);
+                    if shifted { jal << 16 | 0x1800 } else { jal }
+                }),
                 (0usize..4, 0u8..3, any::<u8>(), any::<bool>()).prop_map(|(at, kind, v, back)| {
                     let ins = match kind {
                         0 => [0x01 | (v & 0xF0), 0xF0 | (v & 0x0F), 0xFF],
@@ -878,10 +999,17 @@ mod tests {
                         }
                     }
                     u32::from_le_bytes(w)
-                }),
+                })],
             ], 1..80),
             tail in 0usize..4,
-            flags in prop_oneof![0u8..16, Just(S390_RIL), Just(XTENSA), Just(XTENSA | POINTER32)],
+            flags in prop_oneof![
+                0u8..16,
+                Just(S390_RIL),
+                Just(XTENSA),
+                Just(XTENSA | POINTER32),
+                Just(MIPS16_JAL),
+                Just(MIPS16_JAL | POINTER32),
+            ],
             map in proptest::collection::btree_map(0u32..0x500, any::<u32>(), 0..6),
             x in 0usize..400,
             n in 1usize..crate::patch::ADD_BLOCK + 1,

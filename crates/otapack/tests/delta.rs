@@ -794,6 +794,66 @@ fn moved_xtensa_code_is_predicted() {
     );
 }
 
+/// A synthetic MIPS16 image (loaded at `ADDRESS`): functions of `sizes[f]` 4-byte slots of
+/// halfwords that are no JAL (and no Thumb `BL` half), with `JAL`s (`calls`: function, slot,
+/// target function) to other functions' absolute addresses.
+fn mips16_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
+    let starts: Vec<usize> = sizes
+        .iter()
+        .scan(0, |at, &s| {
+            let start = *at;
+            *at += 4 * s;
+            Some(start)
+        })
+        .collect();
+    let mut img = vec![0u8; 4 * sizes.iter().sum::<usize>()];
+    for (f, &s) in sizes.iter().enumerate() {
+        let mut r = (f as u64 + 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for h in img[starts[f]..starts[f] + 4 * s].chunks_mut(2) {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            h.copy_from_slice(&(0x2000 | (r as u16 & 0x07FF)).to_le_bytes());
+        }
+    }
+    for &(f, slot, t) in calls {
+        let (f, t) = (f % sizes.len(), t % sizes.len());
+        let at = starts[f] + 4 * (slot % sizes[f]);
+        let t26 = (ADDRESS + starts[t] as u32) >> 2;
+        let h = 0x1800 | ((t26 >> 16) & 0x1F) << 5 | ((t26 >> 21) & 0x1F);
+        img[at..at + 2].copy_from_slice(&(h as u16).to_le_bytes());
+        img[at + 2..at + 4].copy_from_slice(&(t26 as u16).to_le_bytes());
+    }
+    img
+}
+
+/// Re-linked MIPS16 code: the builder counts the `JAL`s whose absolute targets lie in the
+/// image, predicts them (flags MIPS16_JAL, with pointers at most), and the rule leaves under a
+/// twentieth of the changed bytes.
+#[test]
+fn moved_mips16_code_is_predicted() {
+    use otapack::otapack_core::predict::{MIPS16_JAL, POINTER32};
+    let sizes: Vec<usize> = (0..600).map(|i| 10 + (i * 7919) % 40).collect();
+    let calls: Vec<(usize, usize, usize)> =
+        (0..4000).map(|i| (i * 31, i * 17, i * 7 + 200)).collect();
+    let old = mips16_image(&sizes, &calls);
+    let mut bigger = sizes.clone();
+    bigger[3] += 4;
+    let new = mips16_image(&bigger, &calls);
+    let flags = format2_flags(&old, &new);
+    assert!(flags.len() >= 4, "{} format-2 slices", flags.len());
+    assert!(
+        flags.iter().all(|&f| f & !POINTER32 == MIPS16_JAL),
+        "flags {flags:?}"
+    );
+    let mips = changed_after_prediction(&old, &new, MIPS16_JAL, ADDRESS, 16);
+    let none = changed_after_prediction(&old, &new, 0, ADDRESS, 16);
+    assert!(
+        mips * 20 < none,
+        "changed bytes: MIPS16 rule {mips}, none {none}"
+    );
+}
+
 /// A raw binary carries no load address (0), yet its literal pools point where it runs
 /// (`ADDRESS`). The builder infers the pointer rule's address from how the moved words
 /// changed: with it the pointers after a grown function are predicted, where address 0
