@@ -620,6 +620,34 @@ fn changed_after_prediction(old: &[u8], new: &[u8], flags: u8, address: u32, d: 
         .count()
 }
 
+/// The builder predicts `old` -> `new` with `rule` (and pointers at most): at least
+/// `min_slices` format-2 slices, every one with that rule, and the rule leaves under a
+/// twentieth of the changed bytes an add run of displacement `d` pays without it. Returns the
+/// slices' flags.
+fn assert_predicted_with(
+    old: &[u8],
+    new: &[u8],
+    rule: u8,
+    address: u32,
+    d: u32,
+    min_slices: usize,
+) -> Vec<u8> {
+    use otapack::otapack_core::predict::POINTER32;
+    let flags = format2_flags(old, new);
+    assert!(flags.len() >= min_slices, "{} format-2 slices", flags.len());
+    assert!(
+        flags.iter().all(|&f| f & !POINTER32 == rule),
+        "flags {flags:?}, expected {rule}"
+    );
+    let with = changed_after_prediction(old, new, rule, address, d);
+    let without = changed_after_prediction(old, new, 0, address, d);
+    assert!(
+        with * 20 < without,
+        "changed bytes: with the rule {with}, without {without}"
+    );
+    flags
+}
+
 /// Re-linked AArch64 firmware: 600 functions calling each other, one early function grown by
 /// 40 bytes. The builder sees AArch64 calls, so slices after the growth are format-2 patches
 /// whose header asks for AArch64 prediction (flags bits 2 and 3, not the Thumb bit 0), and
@@ -701,15 +729,8 @@ fn moved_s390_code_is_predicted() {
     let mut bigger = sizes.clone();
     bigger[3] += 4;
     let new = s390_image(&bigger, &calls);
-    let flags = format2_flags(&old, &new);
-    assert!(flags.len() >= 4, "{} format-2 slices", flags.len());
+    let flags = assert_predicted_with(&old, &new, S390_RIL, 0, 24, 4);
     assert!(flags.iter().all(|&f| f == S390_RIL), "flags {flags:?}");
-    let s390 = changed_after_prediction(&old, &new, S390_RIL, 0, 24);
-    let none = changed_after_prediction(&old, &new, 0, 0, 24);
-    assert!(
-        s390 * 20 < none,
-        "changed bytes: s390x rule {s390}, none {none}"
-    );
 }
 
 /// A synthetic ESP32-style Xtensa image: a 4 KiB literal pool, then functions that start
@@ -772,7 +793,7 @@ fn xtensa_image(sizes: &[usize], refs: &[(usize, usize, usize)]) -> Vec<u8> {
 /// and the Xtensa rule leaves under a twentieth of the changed bytes.
 #[test]
 fn moved_xtensa_code_is_predicted() {
-    use otapack::otapack_core::predict::{POINTER32, XTENSA};
+    use otapack::otapack_core::predict::XTENSA;
     let sizes: Vec<usize> = (0..500).map(|i| 10 + (i * 7919) % 40).collect();
     let refs: Vec<(usize, usize, usize)> =
         (0..5000).map(|i| (i * 31, i * 17, i * 7 + 300)).collect();
@@ -780,18 +801,7 @@ fn moved_xtensa_code_is_predicted() {
     let mut bigger = sizes.clone();
     bigger[3] += 4;
     let new = xtensa_image(&bigger, &refs);
-    let flags = format2_flags(&old, &new);
-    assert!(flags.len() >= 3, "{} format-2 slices", flags.len());
-    assert!(
-        flags.iter().all(|&f| f & !POINTER32 == XTENSA),
-        "flags {flags:?}"
-    );
-    let xtensa = changed_after_prediction(&old, &new, XTENSA, 0, 12);
-    let none = changed_after_prediction(&old, &new, 0, 0, 12);
-    assert!(
-        xtensa * 20 < none,
-        "changed bytes: Xtensa rule {xtensa}, none {none}"
-    );
+    assert_predicted_with(&old, &new, XTENSA, 0, 12, 3);
 }
 
 /// A synthetic MIPS16 image (loaded at `ADDRESS`): functions of `sizes[f]` 4-byte slots of
@@ -832,7 +842,7 @@ fn mips16_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
 /// twentieth of the changed bytes.
 #[test]
 fn moved_mips16_code_is_predicted() {
-    use otapack::otapack_core::predict::{MIPS16_JAL, POINTER32};
+    use otapack::otapack_core::predict::MIPS16_JAL;
     let sizes: Vec<usize> = (0..600).map(|i| 10 + (i * 7919) % 40).collect();
     let calls: Vec<(usize, usize, usize)> =
         (0..4000).map(|i| (i * 31, i * 17, i * 7 + 200)).collect();
@@ -840,18 +850,7 @@ fn moved_mips16_code_is_predicted() {
     let mut bigger = sizes.clone();
     bigger[3] += 4;
     let new = mips16_image(&bigger, &calls);
-    let flags = format2_flags(&old, &new);
-    assert!(flags.len() >= 4, "{} format-2 slices", flags.len());
-    assert!(
-        flags.iter().all(|&f| f & !POINTER32 == MIPS16_JAL),
-        "flags {flags:?}"
-    );
-    let mips = changed_after_prediction(&old, &new, MIPS16_JAL, ADDRESS, 16);
-    let none = changed_after_prediction(&old, &new, 0, ADDRESS, 16);
-    assert!(
-        mips * 20 < none,
-        "changed bytes: MIPS16 rule {mips}, none {none}"
-    );
+    assert_predicted_with(&old, &new, MIPS16_JAL, ADDRESS, 16, 4);
 }
 
 /// A raw binary carries no load address (0), yet its literal pools point where it runs
