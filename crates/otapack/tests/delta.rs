@@ -620,6 +620,20 @@ fn changed_after_prediction(old: &[u8], new: &[u8], flags: u8, address: u32, d: 
         .count()
 }
 
+/// An image of `functions` functions (10 to 49 instruction slots each) with `refs` calls or
+/// references between them, made by `image`, and the same with function 3 grown by 4 slots:
+/// a re-link that moves everything after it.
+type CodeImage = fn(&[usize], &[(usize, usize, usize)]) -> Vec<u8>;
+fn relinked(image: CodeImage, functions: usize, refs: usize) -> (Vec<u8>, Vec<u8>) {
+    let sizes: Vec<usize> = (0..functions).map(|i| 10 + (i * 7919) % 40).collect();
+    let refs: Vec<(usize, usize, usize)> = (0..refs)
+        .map(|i| (i * 31, i * 17, i * 7 + functions / 2))
+        .collect();
+    let mut bigger = sizes.clone();
+    bigger[3] += 4;
+    (image(&sizes, &refs), image(&bigger, &refs))
+}
+
 /// The builder predicts `old` -> `new` with `rule` (and pointers at most): at least
 /// `min_slices` format-2 slices, every one with that rule, and the rule leaves under a
 /// twentieth of the changed bytes an add run of displacement `d` pays without it. Returns the
@@ -679,26 +693,41 @@ fn moved_aarch64_code_is_predicted() {
     );
 }
 
-/// A synthetic s390x image: functions of `sizes[f]` 6-byte slots each, random bytes that are
-/// no relative-long instruction, and `BRASL`/`LARL` instructions (`calls`: function, slot,
-/// target function) to other functions.
-fn s390_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
+/// Where each function of `sizes` slots of `slot` bytes starts, laid end to end, and a zeroed
+/// image that holds them all.
+fn functions_of(sizes: &[usize], slot: usize) -> (Vec<usize>, Vec<u8>) {
     let starts: Vec<usize> = sizes
         .iter()
         .scan(0, |at, &s| {
             let start = *at;
-            *at += 6 * s;
+            *at += slot * s;
             Some(start)
         })
         .collect();
-    let mut img = vec![0u8; 6 * sizes.iter().sum::<usize>()];
+    (starts, vec![0u8; slot * sizes.iter().sum::<usize>()])
+}
+
+/// An endless xorshift64 stream from `seed` (each function's filler depends on its index
+/// alone, so growing one function leaves the others' bytes as they were).
+fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
+    let mut r = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    std::iter::from_fn(move || {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        Some(r)
+    })
+}
+
+/// A synthetic s390x image: functions of `sizes[f]` 6-byte slots each, random bytes that are
+/// no relative-long instruction, and `BRASL`/`LARL` instructions (`calls`: function, slot,
+/// target function) to other functions.
+fn s390_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
+    let (starts, mut img) = functions_of(sizes, 6);
     for (f, &s) in sizes.iter().enumerate() {
-        let mut rng = (f as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        for b in &mut img[starts[f]..starts[f] + 6 * s] {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            *b = (rng as u8) & 0x7F; // never C0, C4 or C6
+        let bytes = &mut img[starts[f]..starts[f] + 6 * s];
+        for (b, r) in bytes.iter_mut().zip(xorshift(f as u64 + 1)) {
+            *b = (r as u8) & 0x7F; // never C0, C4 or C6
         }
     }
     for (k, &(f, slot, t)) in calls.iter().enumerate() {
@@ -722,13 +751,7 @@ fn s390_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
 #[test]
 fn moved_s390_code_is_predicted() {
     use otapack::otapack_core::predict::S390_RIL;
-    let sizes: Vec<usize> = (0..600).map(|i| 10 + (i * 7919) % 40).collect();
-    let calls: Vec<(usize, usize, usize)> =
-        (0..4000).map(|i| (i * 31, i * 17, i * 7 + 200)).collect();
-    let old = s390_image(&sizes, &calls);
-    let mut bigger = sizes.clone();
-    bigger[3] += 4;
-    let new = s390_image(&bigger, &calls);
+    let (old, new) = relinked(s390_image, 600, 4000);
     let flags = assert_predicted_with(&old, &new, S390_RIL, 0, 24, 4);
     assert!(flags.iter().all(|&f| f == S390_RIL), "flags {flags:?}");
 }
@@ -794,13 +817,7 @@ fn xtensa_image(sizes: &[usize], refs: &[(usize, usize, usize)]) -> Vec<u8> {
 #[test]
 fn moved_xtensa_code_is_predicted() {
     use otapack::otapack_core::predict::XTENSA;
-    let sizes: Vec<usize> = (0..500).map(|i| 10 + (i * 7919) % 40).collect();
-    let refs: Vec<(usize, usize, usize)> =
-        (0..5000).map(|i| (i * 31, i * 17, i * 7 + 300)).collect();
-    let old = xtensa_image(&sizes, &refs);
-    let mut bigger = sizes.clone();
-    bigger[3] += 4;
-    let new = xtensa_image(&bigger, &refs);
+    let (old, new) = relinked(xtensa_image, 500, 5000);
     assert_predicted_with(&old, &new, XTENSA, 0, 12, 3);
 }
 
@@ -808,21 +825,10 @@ fn moved_xtensa_code_is_predicted() {
 /// halfwords that are no JAL (and no Thumb `BL` half), with `JAL`s (`calls`: function, slot,
 /// target function) to other functions' absolute addresses.
 fn mips16_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
-    let starts: Vec<usize> = sizes
-        .iter()
-        .scan(0, |at, &s| {
-            let start = *at;
-            *at += 4 * s;
-            Some(start)
-        })
-        .collect();
-    let mut img = vec![0u8; 4 * sizes.iter().sum::<usize>()];
+    let (starts, mut img) = functions_of(sizes, 4);
     for (f, &s) in sizes.iter().enumerate() {
-        let mut r = (f as u64 + 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        for h in img[starts[f]..starts[f] + 4 * s].chunks_mut(2) {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
+        let halves = img[starts[f]..starts[f] + 4 * s].chunks_mut(2);
+        for (h, r) in halves.zip(xorshift(f as u64 + 3)) {
             h.copy_from_slice(&(0x2000 | (r as u16 & 0x07FF)).to_le_bytes());
         }
     }
@@ -843,13 +849,7 @@ fn mips16_image(sizes: &[usize], calls: &[(usize, usize, usize)]) -> Vec<u8> {
 #[test]
 fn moved_mips16_code_is_predicted() {
     use otapack::otapack_core::predict::MIPS16_JAL;
-    let sizes: Vec<usize> = (0..600).map(|i| 10 + (i * 7919) % 40).collect();
-    let calls: Vec<(usize, usize, usize)> =
-        (0..4000).map(|i| (i * 31, i * 17, i * 7 + 200)).collect();
-    let old = mips16_image(&sizes, &calls);
-    let mut bigger = sizes.clone();
-    bigger[3] += 4;
-    let new = mips16_image(&bigger, &calls);
+    let (old, new) = relinked(mips16_image, 600, 4000);
     assert_predicted_with(&old, &new, MIPS16_JAL, ADDRESS, 16, 4);
 }
 
