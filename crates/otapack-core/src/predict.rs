@@ -70,6 +70,27 @@ pub const ALL_FLAGS: u8 =
 /// `LARL` (0), `BRCL` (4), `BRASL` (5); `C4` the `...RL` loads and stores (2, 4-8, B-F);
 /// `C6` `EXRL` (0), `PFDRL` (2) and the `...RL` compares (4-8, A, C-F).
 pub const S390_RIL_OPCODES: [(u8, u16); 3] = [(0xC0, 0x0031), (0xC4, 0xF9F4), (0xC6, 0xF5F5)];
+/// The base offset an s390x relative-long instruction at base offset `p` reaches (`p` + twice
+/// the big-endian offset, modulo 2^32), or `None` if `op` is no opcode of
+/// [`S390_RIL_OPCODES`]. Whether the target lies in the base is the caller's check.
+pub fn s390_ril_target(op: [u8; 2], imm: [u8; 4], p: u32) -> Option<u32> {
+    let (_, mask) = S390_RIL_OPCODES.iter().find(|&&(o, _)| o == op[0])?;
+    (mask >> (op[1] & 0x0F) & 1 != 0).then(|| p.wrapping_add(u32::from_be_bytes(imm) << 1))
+}
+
+/// The base offset a MIPS16e `JAL`/`JALX` (halfwords `h`, `l`) at base offset `p` calls when
+/// the base is loaded at `address` (the 256 MiB region of `address + p + 4`, modulo 2^32), or
+/// `None` if `h` is no `JAL`/`JALX`. Whether the target lies in the base is the caller's check.
+pub fn mips16_jal_target(h: u16, l: u16, p: u32, address: u32) -> Option<u32> {
+    if h >> 11 != 3 {
+        return None;
+    }
+    let (h, l) = (u32::from(h), u32::from(l));
+    let t26 = (h & 0x1F) << 21 | ((h >> 5) & 0x1F) << 16 | l;
+    let region = address.wrapping_add(p).wrapping_add(4) & 0xF000_0000;
+    Some((region | t26 << 2).wrapping_sub(address))
+}
+
 /// Most address-map entries a format-2 header may carry (the applier holds them, 8 bytes each).
 pub const MAX_MAP_ENTRIES: usize = 64;
 /// Base bytes a prediction reads before the first and after the last byte it predicts.
@@ -239,13 +260,8 @@ impl Predict {
             if self.flags & S390_RIL == 0 || !p.is_multiple_of(2) || p + 6 > base_len {
                 return None;
             }
-            let (op, nibble) = (at(p)?, at(p + 1)? & 0x0F);
-            let (_, mask) = S390_RIL_OPCODES.iter().find(|&&(o, _)| o == op)?;
-            if mask >> nibble & 1 == 0 {
-                return None;
-            }
-            let imm = u32::from_be_bytes([at(p + 2)?, at(p + 3)?, at(p + 4)?, at(p + 5)?]);
-            let t = (p as u32).wrapping_add(imm << 1);
+            let imm = [at(p + 2)?, at(p + 3)?, at(p + 4)?, at(p + 5)?];
+            let t = s390_ril_target([at(p)?, at(p + 1)?], imm, p as u32)?;
             (u64::from(t) < base_len).then_some(t)
         };
         // Its offset re-encoded for the moved target, unless an instruction that matches too
@@ -261,7 +277,7 @@ impl Predict {
             let n = self.map(t).wrapping_sub((p as u32).wrapping_add(d));
             Some((((n as i32) >> 1) as u32).to_be_bytes())
         };
-        // A pointer word at the 4-aligned `a` (with XTENSA, the only other rule).
+        // A pointer word at the 4-aligned `a`: the offset it points at.
         let pointer_at = |a: u64| -> Option<u32> {
             if self.flags & POINTER32 == 0 || a + 4 > base_len {
                 return None;
@@ -324,14 +340,9 @@ impl Predict {
             if self.flags & MIPS16_JAL == 0 || !p.is_multiple_of(2) || p + 4 > base_len {
                 return None;
             }
-            let (h, l) = (hw(p)?, hw(p + 2)?);
-            if h >> 11 != 3 {
-                return None;
-            }
-            let (h, l) = (u32::from(h), u32::from(l));
-            let t26 = (h & 0x1F) << 21 | ((h >> 5) & 0x1F) << 16 | l;
-            let region = self.address.wrapping_add(p as u32).wrapping_add(4) & 0xF000_0000;
-            let off = (region | t26 << 2).wrapping_sub(self.address);
+            let h = hw(p)?;
+            let off = mips16_jal_target(h, hw(p + 2)?, p as u32, self.address)?;
+            let h = u32::from(h);
             let in_pointer = pointer_at(p & !3).is_some() || pointer_at((p + 2) & !3).is_some();
             if u64::from(off) >= base_len || in_pointer {
                 return None;
@@ -421,16 +432,8 @@ impl Predict {
                     || a64(a).is_some()
                     || adrp(a).is_some()
                     || a.checked_sub(4).and_then(adrp).is_some();
-                let word = (a + 4 <= base_len && !covered)
-                    .then(|| Some([at(a)?, at(a + 1)?, at(a + 2)?, at(a + 3)?]))
-                    .flatten();
-                if let Some(w) = word {
-                    let v = u32::from_le_bytes(w);
-                    let off = v.wrapping_sub(self.address);
-                    if u64::from(off) < base_len {
-                        let nv = self.map(off).wrapping_add(self.address);
-                        put(a, &nv.to_le_bytes());
-                    }
+                if let Some(off) = pointer_at(a).filter(|_| !covered) {
+                    put(a, &self.map(off).wrapping_add(self.address).to_le_bytes());
                 }
                 a += 4;
             }

@@ -428,15 +428,13 @@ fn prediction(old: &Image, new: &[u8], matches: &[Vec<crate::delta::Match>]) -> 
 /// 0x800E_D438; 4 Thumb `BL`s); chance matches elsewhere, at most 331 (OVMF, 3.6 MB) and
 /// never one per KiB.
 fn mips16_calls(image: &[u8], address: u32) -> usize {
+    use otapack_core::predict::mips16_jal_target;
     (0..image.len().saturating_sub(3))
         .step_by(2)
         .filter(|&p| {
-            let h = u32::from(u16::from_le_bytes([image[p], image[p + 1]]));
-            let l = u32::from(u16::from_le_bytes([image[p + 2], image[p + 3]]));
-            let t26 = (h & 0x1F) << 21 | ((h >> 5) & 0x1F) << 16 | l;
-            let region = address.wrapping_add(p as u32).wrapping_add(4) & 0xF000_0000;
-            let off = (region | t26 << 2).wrapping_sub(address);
-            h >> 11 == 3 && (off as usize) < image.len()
+            let h = u16::from_le_bytes([image[p], image[p + 1]]);
+            let l = u16::from_le_bytes([image[p + 2], image[p + 3]]);
+            mips16_jal_target(h, l, p as u32, address).is_some_and(|t| (t as usize) < image.len())
         })
         .count()
 }
@@ -465,7 +463,9 @@ fn mips16_calls(image: &[u8], address: u32) -> usize {
 /// Also returns the Thumb `BL` count (0 for Xtensa), which decides against MIPS16 calls once
 /// the pointer address is known (see [`prediction`]).
 fn branch_flag(image: &[u8]) -> (u8, usize) {
-    use otapack_core::predict::{A64_ADRP, A64_BRANCH, S390_RIL, THUMB_BL, XTENSA};
+    use otapack_core::predict::{
+        s390_ril_target, A64_ADRP, A64_BRANCH, S390_RIL, THUMB_BL, XTENSA,
+    };
     let len = image.len() as i64;
     let inside = |t: i64| (0..len).contains(&t);
     let word = |i: usize| {
@@ -483,9 +483,13 @@ fn branch_flag(image: &[u8]) -> (u8, usize) {
     let (mut a64, mut thumb, mut brasl) = (0usize, 0usize, 0usize);
     for i in (0..image.len().saturating_sub(3)).step_by(2) {
         let w = word(i);
-        if let (Some(&[0xC0, op2]), Some(imm)) = (image.get(i..i + 2), image.get(i + 2..i + 6)) {
-            let imm = i32::from_be_bytes([imm[0], imm[1], imm[2], imm[3]]);
-            brasl += usize::from(op2 & 0x0F == 5 && inside(i as i64 + 2 * i64::from(imm)));
+        if let (Some(&[0xC0, op2]), Some(&[a, b, c, d])) =
+            (image.get(i..i + 2), image.get(i + 2..i + 6))
+        {
+            // BRASL (C0 x5) with a target the device's rule would see inside the image.
+            let target = s390_ril_target([0xC0, op2], [a, b, c, d], i as u32);
+            brasl +=
+                usize::from(op2 & 0x0F == 5 && target.is_some_and(|t| (t as usize) < image.len()));
         }
         if i % 4 == 0 && w >> 26 == 0x25 {
             let off = (((w & 0x03FF_FFFF) << 6) as i32 >> 4) as i64;
