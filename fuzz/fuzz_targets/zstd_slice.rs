@@ -79,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
         apply_descending: false,
         zstd_block_log: 0,
         segment_log: 0,
+        segment_link_len: 0,
         device_ram: 0,
         software_version: "fuzz".into(),
         software_type: None,

@@ -123,6 +123,11 @@ struct BuildArgs {
     /// device buffers a whole payload).
     #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
     segment_size: u64,
+    /// Bytes of the link that ends each segment but the last: 16 (the first half of the next
+    /// segment's SHA-256, 128-bit second-preimage resistance) or 32 (all of it).
+    #[arg(long, value_name = "BYTES", default_value_t = 16,
+          value_parser = clap::value_parser!(u8).range(16..=32))]
+    segment_link: u8,
     /// RAM the device gives the updater, stack included: picks the zstd window, block limit
     /// and segment size that fit (smaller costs package size), and fails if the package
     /// cannot fit. The need is recorded in the manifest either way.
@@ -401,6 +406,7 @@ fn build(a: BuildArgs) -> Result<(), Error> {
         0 => 0,
         s => log2_of(s, "--segment-size")?,
     };
+    opts.segment_link_len = a.segment_link;
     if let Some(budget) = a.device_ram {
         opts.fit_device_ram(budget, img.data.len() as u64)?;
     }
@@ -521,11 +527,16 @@ fn print_identity(info: &PackageInfo) {
         }
     };
     println!(
-        "device RAM: {} bytes recorded, {} bytes needed by otapack-core's applier (zstd block {}, payload segment {})",
+        "device RAM: {} bytes recorded, {} bytes needed by otapack-core's applier (zstd block {}, payload segment {}{})",
         info.device_ram,
         info.device_ram_needed,
         pow(info.zstd_block_log),
-        pow(info.segment_log)
+        pow(info.segment_log),
+        if info.segment_log == 0 {
+            String::new()
+        } else {
+            format!(", {}-byte links", info.segment_link_len)
+        }
     );
     println!("signed sha256 (header+manifest): {}", info.signed_sha256);
 }

@@ -573,12 +573,14 @@ fn default_settings_fit_64_kib_and_segments_can_be_turned_off() {
             v["zstd_window_log"].as_u64().unwrap(),
             v["segment_log"].as_u64().unwrap(),
             v["device_ram"].as_u64().unwrap(),
+            v["segment_link_len"].as_u64().unwrap(),
         )
     };
-    let (window, segment, ram) = info(&[]);
-    assert_eq!((window, segment), (13, 12));
+    let (window, segment, ram, link) = info(&[]);
+    assert_eq!((window, segment, link), (13, 12, 16));
     assert!(ram <= 64 * 1024, "{ram}");
-    let (window, segment, ram_whole) = info(&["--segment-size", "0"]);
+    assert_eq!(info(&["--segment-link", "32"]).3, 32);
+    let (window, segment, ram_whole, _) = info(&["--segment-size", "0"]);
     assert_eq!((window, segment), (13, 0));
     assert!(ram_whole > ram, "{ram_whole} <= {ram}");
     let fw = testdata("firmware/opensbi-1.1-generic-fw_jump.elf");

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::patch::{BaseImage, PatchDecoder};
 #[cfg(feature = "zstd")]
 use crate::wire::manifest::MIN_WINDOW_LOG;
-use crate::wire::manifest::{Kind, Manifest, SEGMENT_LINK_LEN};
+use crate::wire::manifest::{Kind, Manifest};
 use crate::wire::slice::{Method, SliceRecord};
 use core::ops::Range;
 use sha2::{Digest, Sha256};
@@ -97,11 +97,14 @@ struct Active {
     produced: u64,
     hash: Sha256,
     slice_sha256: [u8; 32],
-    /// The SHA-256 the next payload segment must have, the payload bytes not yet received,
-    /// and the segment size (0: one segment).
+    /// The SHA-256 the next payload segment must have (its first `expected_len` bytes: all 32
+    /// for the first segment, the link length after it), the payload bytes not yet received,
+    /// the segment size (0: one segment) and the link length.
     expected: [u8; 32],
+    expected_len: usize,
     left: u64,
     segment: u64,
+    link: usize,
     window_log: u8,
     block_log: u8,
     /// Kind 2: the base bytes this slice may read.
@@ -319,8 +322,10 @@ impl SliceDecoder {
             hash: Sha256::new(),
             slice_sha256: rec.slice_sha256(),
             expected: rec.payload_sha256(),
+            expected_len: 32,
             left: u64::from(rec.payload_len()),
             segment: manifest.segment_size(),
+            link: manifest.segment_link_len() as usize,
             window_log: manifest.zstd_window_log(),
             block_log: manifest.zstd_block_log(),
             window,
@@ -360,17 +365,24 @@ impl SliceDecoder {
             return Err(Error::PayloadDigest { slice });
         }
         let digest: [u8; 32] = Sha256::digest(segment).into();
-        if digest != a.expected {
+        let n = a.expected_len;
+        if digest.get(..n) != a.expected.get(..n) || n == 0 {
             return Err(Error::PayloadDigest { slice });
         }
         a.left -= segment.len() as u64;
         let data = if a.left > 0 {
-            // Every segment but the last ends with the next segment's SHA-256.
-            let at = segment.len().saturating_sub(SEGMENT_LINK_LEN as usize);
+            // Every segment but the last ends with its link: the next segment's SHA-256, or
+            // its first `link` bytes (§5.5).
+            let at = segment
+                .len()
+                .checked_sub(a.link)
+                .ok_or(Error::PayloadDigest { slice })?;
             let (data, link) = segment.split_at(at);
-            a.expected = link
-                .try_into()
-                .map_err(|_| Error::PayloadDigest { slice })?;
+            a.expected
+                .get_mut(..link.len())
+                .ok_or(Error::PayloadDigest { slice })?
+                .copy_from_slice(link);
+            a.expected_len = link.len();
             data
         } else {
             segment

@@ -173,6 +173,7 @@ fn manifest(
         apply_descending: false,
         zstd_block_log: 0,
         segment_log: 0,
+        segment_link_len: 0,
         device_ram: 0,
         software_version: "6.6.6".into(),
         software_type: None,
@@ -204,6 +205,7 @@ fn emit(m: &ManifestRepr) -> Vec<u8> {
     b[field::ZSTD_WINDOW_LOG] = m.zstd_window_log;
     b[field::ZSTD_BLOCK_LOG] = m.zstd_block_log;
     b[field::SEGMENT_LOG] = m.segment_log;
+    b[field::SEGMENT_LINK_LEN] = m.segment_link_len;
     set(&mut b, field::DEVICE_RAM, &m.device_ram.to_le_bytes());
     set(
         &mut b,

@@ -51,7 +51,7 @@ prop_compose! {
         ManifestRepr {
             kind: Kind::Full, erase_value, slice_log2, zstd_window_log: 10,
             security_counter, created, expires: expires_after.map(|d| created + d), load_address, image_size, image_sha256,
-            base_size: 0, base_sha256: [0; 32], apply_descending: false, zstd_block_log: 0, segment_log: 0, device_ram: 0, software_version, software_type,
+            base_size: 0, base_sha256: [0; 32], apply_descending: false, zstd_block_log: 0, segment_log: 0, segment_link_len: 0, device_ram: 0, software_version, software_type,
             hardware_versions: hardware_versions.into_iter().collect(), slices,
         }
     }

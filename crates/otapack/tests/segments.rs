@@ -10,10 +10,13 @@ use otapack::build::{build_delta, build_full, segment_payload};
 use otapack::otapack_core::apply::Applier;
 use otapack::otapack_core::ram;
 use otapack::otapack_core::verify::Policy;
-use otapack::otapack_core::wire::manifest::{segmented_data_len, segmented_payload_len};
+use otapack::otapack_core::wire::manifest::{
+    segmented_data_len, segmented_payload_len, ManifestRepr,
+};
 use otapack::otapack_core::wire::slice::Method;
 use otapack::otapack_core::{Error, Package};
 use proptest::prelude::*;
+use sha2::{Digest, Sha256};
 
 /// Applies `pkg` with the streaming applier in `chunk`-byte pushes. Unlike
 /// `otapack::apply::apply_streaming`, the payload buffer is exactly
@@ -26,18 +29,20 @@ fn apply(pkg: &[u8], base: Option<&[u8]>, chunk: usize) -> (Result<(), Error>, H
 
 proptest! {
     #[test]
-    fn segment_lengths_invert(data in 0u64..1 << 22, log in 6u32..20) {
+    fn segment_lengths_invert(data in 0u64..1 << 22, log in 6u32..20, short in any::<bool>()) {
         let s = 1u64 << log;
-        let l = segmented_payload_len(data, s);
-        prop_assert_eq!(segmented_data_len(l, s), data);
+        let link = if short { 16 } else { 32 };
+        let l = segmented_payload_len(data, s, link);
+        prop_assert_eq!(segmented_data_len(l, s, link), data);
         prop_assert!(l >= data);
     }
 
     #[test]
-    fn segment_payload_matches_the_arithmetic(len in 0usize..9000, log in 10u32..13) {
+    fn segment_payload_matches_the_arithmetic(len in 0usize..9000, log in 10u32..13, short in any::<bool>()) {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        let (payload, _) = segment_payload(&data, 1 << log);
-        prop_assert_eq!(payload.len() as u64, segmented_payload_len(len as u64, 1 << log));
+        let link = if short { 16 } else { 32 };
+        let (payload, _) = segment_payload(&data, 1 << log, link);
+        prop_assert_eq!(payload.len() as u64, segmented_payload_len(len as u64, 1 << log, link as u64));
     }
 
     #[test]
@@ -46,6 +51,7 @@ proptest! {
         segment_log in 10u8..=12,
         block_log in prop::sample::select(vec![0u8, 10, 11, 12]),
         chunk in 1usize..5000,
+        short in any::<bool>(),
     ) {
         let k = key("test-ed25519");
         let mut img = mixed_image();
@@ -61,6 +67,7 @@ proptest! {
         o.zstd_window_log = 12;
         o.zstd_block_log = block_log;
         o.segment_log = segment_log;
+        o.segment_link_len = if short { 16 } else { 32 };
         for (pkg, base) in [
             (build_full(&new, &o, &[&k]).unwrap(), None),
             (build_delta(&old, &new, &o, &[&k]).unwrap(), Some(&old.data[..])),
@@ -68,6 +75,7 @@ proptest! {
             let p = Package::parse(&pkg).unwrap();
             let m = p.manifest();
             prop_assert_eq!(m.segment_log(), segment_log);
+            prop_assert_eq!(m.segment_link_len(), u64::from(o.segment_link_len));
             prop_assert!(Applier::<&mut HostFlash>::payload_buffer_len(&m) <= 1 << segment_log);
             prop_assert_eq!(u64::from(m.device_ram()), ram::needed(&m).total());
             let (r, flash) = apply(&pkg, base, chunk);
@@ -83,12 +91,9 @@ proptest! {
 #[test]
 fn a_corrupted_later_segment_never_reaches_flash() {
     // An incompressible 4 KiB slice is stored raw: with 1 KiB segments its payload is a chain
-    // of five segments (992 + 992 + 992 + 992 + 128 data bytes).
+    // of five segments, 4 × (1024 − link) data bytes then the rest (992 × 4 + 128 with 32-byte
+    // links, 1008 × 4 + 64 with 16-byte links).
     let k = key("test-ed25519");
-    let mut o = options();
-    o.slice_log2 = 12;
-    o.zstd_window_log = 12;
-    o.segment_log = 10;
     let mut x: u32 = 0x9E37_79B9;
     let img: Vec<u8> = (0..4096)
         .map(|_| {
@@ -98,27 +103,78 @@ fn a_corrupted_later_segment_never_reaches_flash() {
             x as u8
         })
         .collect();
-    let mut pkg = build_full(&raw_image(img.clone()), &o, &[&k]).unwrap();
-    let p = Package::parse(&pkg).unwrap();
-    let m = p.manifest();
-    let rec = m.slice(0).unwrap();
-    assert_eq!(rec.method(), Method::Raw);
-    assert_eq!(rec.payload_len(), 4096 + 4 * 32);
-    let start = p.payload_start() + rec.payload_offset() as usize;
-    let intact = apply(&pkg, None, 333);
-    assert_eq!(intact.0, Ok(()));
-    // Flip one data byte of the third segment: the second segment's link no longer matches.
-    pkg[start + 2 * 1024 + 10] ^= 1;
-    fix_trailer(&mut pkg);
-    for chunk in [1, 100, 4096, pkg.len()] {
-        let (r, flash) = apply(&pkg, None, chunk);
-        assert_eq!(r, Err(Error::PayloadDigest { slice: 0 }), "chunk {chunk}");
-        // The first two segments' data (1984 bytes) may be in flash or in the write buffer;
-        // nothing of the third segment's is.
-        let got = &flash.data[..4096];
-        assert!(got[1984..].iter().all(|&b| b == 0xFF), "chunk {chunk}");
-        assert_eq!(&got[..1792], &img[..1792], "chunk {chunk}");
+    for link in [16usize, 32] {
+        let mut o = options();
+        o.slice_log2 = 12;
+        o.zstd_window_log = 12;
+        o.segment_log = 10;
+        o.segment_link_len = link as u8;
+        let mut pkg = build_full(&raw_image(img.clone()), &o, &[&k]).unwrap();
+        let p = Package::parse(&pkg).unwrap();
+        let m = p.manifest();
+        let rec = m.slice(0).unwrap();
+        assert_eq!(rec.method(), Method::Raw);
+        assert_eq!(rec.payload_len() as usize, 4096 + 4 * link);
+        let start = p.payload_start() + rec.payload_offset() as usize;
+        let intact = apply(&pkg, None, 333);
+        assert_eq!(intact.0, Ok(()));
+        // Flip one data byte of the third segment: the second segment's link no longer
+        // matches.
+        pkg[start + 2 * 1024 + 10] ^= 1;
+        fix_trailer(&mut pkg);
+        let two = 2 * (1024 - link);
+        for chunk in [1, 100, 4096, pkg.len()] {
+            let (r, flash) = apply(&pkg, None, chunk);
+            assert_eq!(
+                r,
+                Err(Error::PayloadDigest { slice: 0 }),
+                "{link} chunk {chunk}"
+            );
+            // The first two segments' data may be in flash or in the 256-byte write buffer;
+            // nothing of the third segment's is.
+            let got = &flash.data[..4096];
+            assert!(
+                got[two..].iter().all(|&b| b == 0xFF),
+                "{link} chunk {chunk}"
+            );
+            let written = two / 256 * 256;
+            assert_eq!(&got[..written], &img[..written], "{link} chunk {chunk}");
+        }
     }
+}
+
+#[test]
+fn a_short_link_is_checked_on_all_its_16_bytes() {
+    // A signer-side chain whose second link differs from the third segment's SHA-256 in its
+    // 16th byte only (re-signed, so every other check passes): the third segment is refused.
+    let k = key("test-ed25519");
+    let mut x: u32 = 0x1234_5679;
+    let img: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let mut o = options();
+    o.slice_log2 = 12;
+    o.zstd_window_log = 12;
+    o.segment_log = 10;
+    let pkg = build_full(&raw_image(img.clone()), &o, &[&k]).unwrap();
+    let p = Package::parse(&pkg).unwrap();
+    assert_eq!(p.manifest().segment_link_len(), 16);
+    let mut repr = ManifestRepr::parse(&p.manifest());
+    let start = p.payload_start();
+    let mut payload = pkg[start..start + repr.slices[0].payload_len as usize].to_vec();
+    payload[2 * 1024 - 1] ^= 0x80;
+    let second: [u8; 32] = Sha256::digest(&payload[1024..2048]).into();
+    payload[1024 - 16..1024].copy_from_slice(&second[..16]);
+    repr.slices[0].payload_sha256 = Sha256::digest(&payload[..1024]).into();
+    let bad = signed(&repr.emit().unwrap(), &payload);
+    let (r, flash) = apply(&bad, None, 4096);
+    assert_eq!(r, Err(Error::PayloadDigest { slice: 0 }));
+    assert!(flash.data[2 * 1008..4096].iter().all(|&b| b == 0xFF));
 }
 
 #[test]

@@ -23,7 +23,8 @@
 //! | 96     | 32   | base_sha256      | delta kinds: SHA-256 of the base image; full: 0    |
 //! | 128    | 1    | zstd_block_log   | 0 = RFC 8878's limit; else 10..=17, ≤ zstd_window_log: every zstd block decodes to at most 2^n bytes |
 //! | 129    | 1    | segment_log      | 0 = one digest per payload; else 10..=slice_log2: longer payloads are hash-chained segments of 2^n bytes |
-//! | 130    | 2    | reserved         | 0                                                  |
+//! | 130    | 1    | segment_link_len | 0 = 32-byte links (SHA-256); 16 = 16-byte links (its first 16 bytes); 16 needs segment_log ≠ 0 |
+//! | 131    | 1    | reserved         | 0                                                  |
 //! | 132    | 4    | device_ram       | RAM (bytes) the builder computed for otapack-core's applier; 0 = not stated; informational |
 
 use super::slice::{Method, SliceRecord, RECORD_LEN};
@@ -41,8 +42,12 @@ pub const MIN_BLOCK_LOG: u8 = 10;
 pub const MAX_BLOCK_LOG: u8 = 17;
 /// The smallest `segment_log` (1 KiB segments).
 pub const MIN_SEGMENT_LOG: u8 = 10;
-/// Bytes of the link (the next segment's SHA-256) that ends every segment but the last.
+/// Bytes of the link (the next segment's SHA-256) that ends every segment but the last, when
+/// the manifest's `segment_link_len` byte is 0.
 pub const SEGMENT_LINK_LEN: u64 = 32;
+/// Bytes of a short link: the first 16 bytes of the next segment's SHA-256 (`segment_link_len`
+/// = 16). Forging a segment still takes a second preimage of 128 bits.
+pub const SHORT_LINK_LEN: u64 = 16;
 pub const MAX_IMAGE_SIZE: u64 = u32::MAX as u64;
 
 /// Manifest `flags` bit 0: an in-place delta (kind 2) is applied from the last slice to the
@@ -75,32 +80,34 @@ pub mod field {
     pub const BASE_SHA256: usize = 96;
     pub const ZSTD_BLOCK_LOG: usize = 128;
     pub const SEGMENT_LOG: usize = 129;
-    pub const RESERVED: Range<usize> = 130..132;
+    pub const SEGMENT_LINK_LEN: usize = 130;
+    pub const RESERVED: Range<usize> = 131..132;
     pub const DEVICE_RAM: usize = 132;
 }
 
 /// The bytes of data (decoder input) in a payload of `payload_len` bytes cut into segments of
-/// `segment` bytes (0: not segmented). A payload longer than `segment` is a chain: every segment
-/// but the last is exactly `segment` bytes, its data then the SHA-256 of the next segment; the
-/// last holds the remaining bytes (at most `segment`), all data.
-pub fn segmented_data_len(payload_len: u64, segment: u64) -> u64 {
+/// `segment` bytes (0: not segmented) with links of `link` bytes. A payload longer than
+/// `segment` is a chain: every segment but the last is exactly `segment` bytes, its data then
+/// the link (the SHA-256 of the next segment, or its first `link` bytes); the last holds the
+/// remaining bytes (at most `segment`), all data.
+pub fn segmented_data_len(payload_len: u64, segment: u64, link: u64) -> u64 {
     if segment == 0 || payload_len <= segment {
         return payload_len;
     }
     let links = payload_len.div_ceil(segment) - 1;
-    payload_len - links * SEGMENT_LINK_LEN
+    payload_len.saturating_sub(links.saturating_mul(link))
 }
 
 /// The payload length that carries `data_len` bytes of data in segments of `segment` bytes
-/// (0: not segmented); the inverse of [`segmented_data_len`].
-pub fn segmented_payload_len(data_len: u64, segment: u64) -> u64 {
-    if segment <= SEGMENT_LINK_LEN || data_len <= segment {
+/// (0: not segmented) with links of `link` bytes; the inverse of [`segmented_data_len`].
+pub fn segmented_payload_len(data_len: u64, segment: u64, link: u64) -> u64 {
+    if segment <= link || data_len <= segment {
         return data_len;
     }
-    // Every linked segment carries `segment - 32` data bytes; the last carries the rest.
-    let per = segment - SEGMENT_LINK_LEN;
+    // Every linked segment carries `segment - link` data bytes; the last carries the rest.
+    let per = segment - link;
     let links = (data_len - segment).div_ceil(per);
-    data_len + links * SEGMENT_LINK_LEN
+    data_len + links * link
 }
 
 /// What the package rebuilds the image from.
@@ -225,6 +232,15 @@ impl<'a> Manifest<'a> {
             return Err(Error::Malformed {
                 what: "segment_log outside 10..=slice_log2",
             });
+        }
+        match m.segment_link_code() {
+            0 => {}
+            16 if slog != 0 => {}
+            _ => {
+                return Err(Error::Malformed {
+                    what: "segment_link_len is neither 0 nor 16 with segments",
+                })
+            }
         }
         let flags = m.flags();
         if flags & !FLAG_APPLY_DESCENDING != 0 || !all_zero(buf, field::RESERVED) {
@@ -452,10 +468,25 @@ impl<'a> Manifest<'a> {
             n => 1u64 << n.min(63),
         }
     }
+    /// The `segment_link_len` byte as stored: 0 (32-byte links) or 16 (§5.5).
+    pub fn segment_link_code(&self) -> u8 {
+        self.buf.get(field::SEGMENT_LINK_LEN).copied().unwrap_or(0)
+    }
+    /// Bytes of each segment link: [`SEGMENT_LINK_LEN`] (32), or [`SHORT_LINK_LEN`] (16).
+    pub fn segment_link_len(&self) -> u64 {
+        match self.segment_link_code() {
+            0 => SEGMENT_LINK_LEN,
+            _ => SHORT_LINK_LEN,
+        }
+    }
     /// Bytes of decoder input (a zstd frame, or a raw slice) in slice `rec`'s payload: its
     /// length less the segment links.
     pub fn data_len(&self, rec: &SliceRecord<'_>) -> u64 {
-        segmented_data_len(rec.payload_len().into(), self.segment_size())
+        segmented_data_len(
+            rec.payload_len().into(),
+            self.segment_size(),
+            self.segment_link_len(),
+        )
     }
     /// The RAM the builder computed for otapack-core's applier, in bytes (0: not stated).
     /// Informational: a reader does not check it.
@@ -596,6 +627,8 @@ mod repr {
         pub zstd_block_log: u8,
         /// 0, or payloads longer than 2^n bytes are hash-chained segments.
         pub segment_log: u8,
+        /// The `segment_link_len` byte: 0 (32-byte links) or 16 (16-byte links).
+        pub segment_link_len: u8,
         /// The RAM the applier needs, as the builder computed it (0: not stated).
         pub device_ram: u32,
         pub security_counter: u64,
@@ -623,6 +656,7 @@ mod repr {
                 zstd_window_log: m.zstd_window_log(),
                 zstd_block_log: m.zstd_block_log(),
                 segment_log: m.segment_log(),
+                segment_link_len: m.segment_link_code(),
                 device_ram: m.device_ram(),
                 security_counter: m.security_counter(),
                 created: m.created(),
@@ -699,6 +733,7 @@ mod repr {
             put(&mut b, field::BASE_SHA256, &self.base_sha256);
             put(&mut b, field::ZSTD_BLOCK_LOG, &[self.zstd_block_log]);
             put(&mut b, field::SEGMENT_LOG, &[self.segment_log]);
+            put(&mut b, field::SEGMENT_LINK_LEN, &[self.segment_link_len]);
             put(&mut b, field::DEVICE_RAM, &self.device_ram.to_le_bytes());
             b.extend_from_slice(&tlvs);
             for s in &self.slices {
@@ -749,6 +784,51 @@ mod tests {
     }
 
     const S: u64 = 4096;
+
+    #[test]
+    fn segment_link_len_is_0_or_16_with_segments() {
+        let fills = [(Method::Fill, 0); 2];
+        for (segment_log, link, ok, len) in [
+            (0, 0, true, SEGMENT_LINK_LEN),
+            (0, 16, false, 0),
+            (10, 0, true, SEGMENT_LINK_LEN),
+            (10, 16, true, SHORT_LINK_LEN),
+            (10, 32, false, 0),
+            (10, 8, false, 0),
+            (10, 0x90, false, 0),
+        ] {
+            let mut b = manifest(0, 0, 2 * S, 0, &fills);
+            b[field::SEGMENT_LOG] = segment_log;
+            b[field::SEGMENT_LINK_LEN] = link;
+            match parse(&b) {
+                Ok(m) => {
+                    assert!(ok, "{segment_log} {link}");
+                    assert_eq!(m.segment_link_len(), len);
+                }
+                Err(e) => {
+                    assert!(!ok, "{segment_log} {link}");
+                    assert!(matches!(e, Error::Malformed { .. }), "{e:?}");
+                }
+            }
+        }
+        // Byte 131 stays reserved.
+        let mut b = manifest(0, 0, 2 * S, 0, &fills);
+        b[131] = 1;
+        assert!(matches!(parse(&b), Err(Error::Malformed { .. })));
+    }
+
+    #[test]
+    fn short_links_change_the_data_length() {
+        // 4 KiB of data in 1 KiB segments: 16-byte links fit 1008 data bytes per linked
+        // segment (4 links, last segment 64 bytes), 32-byte links 992 (4 links, last 128).
+        assert_eq!(segmented_payload_len(4096, 1024, 16), 4096 + 4 * 16);
+        assert_eq!(segmented_payload_len(4096, 1024, 32), 4096 + 4 * 32);
+        assert_eq!(segmented_data_len(4096 + 4 * 16, 1024, 16), 4096);
+        // 3000 bytes: 1008 + 1008 + 984 with short links.
+        assert_eq!(segmented_payload_len(3000, 1024, 16), 3032);
+        assert_eq!(segmented_payload_len(1024, 1024, 16), 1024);
+        assert_eq!(segmented_payload_len(1025, 1024, 16), 1041);
+    }
 
     #[test]
     fn in_place_kind_is_accepted_and_the_flag_is_kind_2_only() {

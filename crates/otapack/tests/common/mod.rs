@@ -177,6 +177,7 @@ pub fn test_manifest(
         apply_descending: false,
         zstd_block_log: 0,
         segment_log: 0,
+        segment_link_len: 0,
         device_ram: 0,
         software_version: "1".into(),
         software_type: None,
