@@ -116,8 +116,8 @@ PAIRS=(
 # (run directly under GNU time, so RSS and time are the tool's own, not a wrapper shell's).
 # kind: otapack | peer | baseline (baseline ignores OLD).
 TOOLS=(
-    "otapack|otapack|otapack delta, defaults (64 KiB slices, 8 KiB window, 4 KiB segments: 64 KiB device RAM)"
-    "otapack_fit|otapack|otapack delta, --device-ram 64KiB (settings fitted to 64 KiB per image)"
+    "otapack|otapack|otapack delta, defaults (64 KiB slices, settings fitted to 64 KiB device RAM, 16-byte segment links)"
+    "otapack_fixed|otapack|otapack delta, --zstd-window 8KiB --segment-size 4KiB (fixed settings, the former defaults; 55-61 KB device RAM)"
     "otapack_wide|otapack|otapack delta, 32 KiB window, no segments (about 130-160 KB device RAM)"
     "bsdiff|peer|bsdiff 4.3 (bzip2)"
     "xdelta3|peer|xdelta3 -e -9 (secondary: lzma, its default)"
@@ -139,11 +139,11 @@ diff_otapack_wide() {
         --key "$KEYS/test-ed25519.pem" --zstd-window 32KiB --segment-size 0 -o "$3")
 }
 apply_otapack_wide() { apply_otapack "$@"; }
-diff_otapack_fit() {
+diff_otapack_fixed() {
     CMD=("$OTAPACK" build --old "$1" --new "$2" --software-version compare --created 0
-        --key "$KEYS/test-ed25519.pem" --device-ram 64KiB -o "$3")
+        --key "$KEYS/test-ed25519.pem" --zstd-window 8KiB --segment-size 4KiB -o "$3")
 }
-apply_otapack_fit() { apply_otapack "$@"; }
+apply_otapack_fixed() { apply_otapack "$@"; }
 diff_bsdiff() { CMD=(bsdiff "$1" "$2" "$3"); }
 apply_bsdiff() { CMD=(bspatch "$1" "$3" "$2"); }
 diff_xdelta3() { CMD=(xdelta3 -e -9 -f -s "$1" "$2" "$3"); }

@@ -3,7 +3,9 @@
 //! Exit status: 0 success, 1 failure (the cause is printed as one line on stderr), 2 usage.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use otapack::build::{build_delta, build_full, build_in_place, BuildOptions, DEFAULT_ZSTD_LEVEL};
+use otapack::build::{
+    build_delta, build_full, build_in_place, BuildOptions, DEFAULT_DEVICE_RAM, DEFAULT_ZSTD_LEVEL,
+};
 use otapack::describe::{describe, SignMethod};
 use otapack::image::{self, ImageFormat, LoadOptions};
 use otapack::keys::{hex, load_public_key, KeyAlgorithm, PublicKeyFile, SigningKey};
@@ -110,10 +112,11 @@ struct BuildArgs {
     /// Slice size: a power of two from 4KiB to 1MiB.
     #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
     slice_size: u64,
-    /// Largest zstd window a device must hold (power of two, 1KiB up to the slice size). The
-    /// defaults (8KiB window, 4KiB segments) fit a device with 64KiB of RAM for the updater.
-    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = parse_size)]
-    zstd_window: u64,
+    /// Largest zstd window a device must hold (power of two, 1KiB up to the slice size).
+    /// Setting this, --zstd-block or --segment-size replaces the fit to --device-ram; the
+    /// others then default to 8KiB window, no block limit, 4KiB segments.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    zstd_window: Option<u64>,
     /// Largest zstd block (decoded) a device must hold, power of two from 1KiB (default: no
     /// limit beyond the window and zstd's 128KiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -121,16 +124,17 @@ struct BuildArgs {
     /// Cut payloads longer than this into hash-chained segments, so a device buffers one
     /// segment (power of two, 1KiB up to the slice size; 0: one digest per payload, so a
     /// device buffers a whole payload).
-    #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
-    segment_size: u64,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    segment_size: Option<u64>,
     /// Bytes of the link that ends each segment but the last: 16 (the first half of the next
     /// segment's SHA-256, 128-bit second-preimage resistance) or 32 (all of it).
     #[arg(long, value_name = "BYTES", default_value_t = 16,
           value_parser = clap::value_parser!(u8).range(16..=32))]
     segment_link: u8,
-    /// RAM the device gives the updater, stack included: picks the zstd window, block limit
-    /// and segment size that fit (smaller costs package size), and fails if the package
-    /// cannot fit. The need is recorded in the manifest either way.
+    /// RAM the device gives the updater, stack included (default 64KiB): picks the zstd
+    /// window, block limit and segment size that fit and give the smallest package (a smaller
+    /// budget costs package size), and fails if the package cannot fit. The need is recorded
+    /// in the manifest either way.
     #[arg(long, value_name = "SIZE", value_parser = parse_size,
           conflicts_with_all = ["zstd_window", "zstd_block", "segment_size"])]
     device_ram: Option<u64>,
@@ -398,21 +402,31 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     };
     let mut opts = BuildOptions::new(a.software_version);
     opts.slice_log2 = log2_of(a.slice_size, "--slice-size")?;
-    opts.zstd_window_log = log2_of(a.zstd_window, "--zstd-window")?;
+    let explicit = a.zstd_window.is_some() || a.zstd_block.is_some() || a.segment_size.is_some();
+    if let Some(w) = a.zstd_window {
+        opts.zstd_window_log = log2_of(w, "--zstd-window")?;
+    }
     if let Some(b) = a.zstd_block {
         opts.zstd_block_log = log2_of(b, "--zstd-block")?;
     }
     opts.segment_log = match a.segment_size {
-        0 => 0,
-        s => log2_of(s, "--segment-size")?,
+        None => opts.segment_log,
+        Some(0) => 0,
+        Some(s) => log2_of(s, "--segment-size")?,
     };
     opts.segment_link_len = a.segment_link;
-    if let Some(budget) = a.device_ram {
-        opts.fit_device_ram(budget, img.data.len() as u64)?;
-    }
+    let budget = match a.device_ram {
+        None if explicit => None,
+        None => Some(DEFAULT_DEVICE_RAM),
+        b => b,
+    };
     opts.zstd_level = a.zstd_level;
     opts.software_type = a.software_type;
     opts.hardware_versions = a.hardware_version;
+    // After the identity fields, which take manifest bytes the device buffers.
+    if let Some(budget) = budget {
+        opts.fit_device_ram(budget, img.data.len() as u64)?;
+    }
     opts.security_counter = a.security_counter;
     opts.created = created;
     opts.expires = a.expires;

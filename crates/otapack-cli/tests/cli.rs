@@ -559,8 +559,9 @@ fn in_place_build_inspect_verify_apply() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-/// The defaults fit a 64 KiB-RAM device (8 KiB window, 4 KiB segments); `--segment-size 0`
-/// writes no segments, and the device RAM recorded follows.
+/// By default the settings are fitted to 64 KiB of device RAM, with 16-byte segment links;
+/// explicit settings replace the fit (the others then default to an 8 KiB window and 4 KiB
+/// segments), `--segment-size 0` writes no segments, and the device RAM recorded follows.
 #[test]
 fn default_settings_fit_64_kib_and_segments_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
@@ -572,17 +573,28 @@ fn default_settings_fit_64_kib_and_segments_can_be_turned_off() {
         (
             v["zstd_window_log"].as_u64().unwrap(),
             v["segment_log"].as_u64().unwrap(),
-            v["device_ram"].as_u64().unwrap(),
             v["segment_link_len"].as_u64().unwrap(),
+            v["device_ram"].as_u64().unwrap(),
         )
     };
-    let (window, segment, ram, link) = info(&[]);
+    let (window, segment, link, ram) = info(&[]);
+    // A small image: the largest block (8 KiB) and window (16 KiB) that leave 4 KiB segments.
+    assert_eq!((window, segment, link), (14, 12, 16));
+    assert!(ram <= 64 * 1024 && ram > 60 * 1024, "{ram}");
+    assert_eq!(
+        info(&["--device-ram", "64KiB"]),
+        (window, segment, link, ram)
+    );
+    let (window, segment, link, ram_fixed) = info(&["--segment-size", "4KiB"]);
     assert_eq!((window, segment, link), (13, 12, 16));
-    assert!(ram <= 64 * 1024, "{ram}");
-    assert_eq!(info(&["--segment-link", "32"]).3, 32);
-    let (window, segment, ram_whole, _) = info(&["--segment-size", "0"]);
+    assert!(ram_fixed < ram, "{ram_fixed} >= {ram}");
+    assert_eq!(
+        info(&["--segment-link", "32", "--zstd-window", "8KiB"]).2,
+        32
+    );
+    let (window, segment, _, ram_whole) = info(&["--segment-size", "0"]);
     assert_eq!((window, segment), (13, 0));
-    assert!(ram_whole > ram, "{ram_whole} <= {ram}");
+    assert!(ram_whole > ram_fixed, "{ram_whole} <= {ram_fixed}");
     let fw = testdata("firmware/opensbi-1.1-generic-fw_jump.elf");
     let out = dir.path().join("odd.ota.md5.bin");
     let odd = [

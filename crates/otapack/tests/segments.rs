@@ -207,3 +207,100 @@ fn device_ram_settings_fit_their_budget() {
     let e = o.fit_device_ram(28 * 1024, 1 << 20).unwrap_err();
     assert!(e.to_string().contains("too small"), "{e}");
 }
+
+/// Slices of random bytes (stored raw) and slices of compressible, varied text.
+fn raw_heavy_image(raw_slices: usize, text_slices: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut v: Vec<u8> = (0..raw_slices * 65536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let words = [
+        "flash", "erase", "sector", "boot", "slot", "image", "retry", "ok",
+    ];
+    let mut i = 0u64;
+    while v.len() < (raw_slices + text_slices) * 65536 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let w = words[(x % words.len() as u64) as usize];
+        v.extend_from_slice(format!("{w} {i:x}; ").as_bytes());
+        i += 1;
+    }
+    v.truncate((raw_slices + text_slices) * 65536);
+    v
+}
+
+#[test]
+fn fit_candidates_trade_window_for_larger_segments_within_the_budget() {
+    let o = options();
+    let len = 10 * 65536;
+    let c = o.fit_candidates(64 * 1024, len);
+    assert!(c.len() >= 2, "{c:?}");
+    for w in c.windows(2) {
+        let ((w0, b0, s0), (w1, b1, s1)) = (w[0], w[1]);
+        assert!(w1 < w0 && b1 <= b0 && s1 > s0, "{c:?}");
+    }
+    // Each candidate, built, needs no more than the budget.
+    let img = raw_image(raw_heavy_image(8, 2));
+    for &(window, block, segment) in &c {
+        let mut e = options();
+        e.zstd_window_log = window;
+        e.zstd_block_log = block;
+        e.segment_log = segment;
+        let pkg = build_full(&img, &e, &[]).unwrap();
+        let need = ram::needed(&Package::parse(&pkg).unwrap().manifest()).total();
+        assert!(need <= 64 * 1024, "{window} {block} {segment}: {need}");
+    }
+}
+
+#[test]
+fn a_raw_heavy_image_gets_larger_segments_when_that_is_smaller() {
+    let k = key("test-ed25519");
+    let img = raw_image(raw_heavy_image(8, 2));
+    let mut o = options();
+    o.fit_device_ram(64 * 1024, img.data.len() as u64).unwrap();
+    let first = o.fit_candidates(64 * 1024, img.data.len() as u64)[0];
+    assert_eq!((o.zstd_window_log, o.segment_log), (first.0, first.2));
+    let fitted = build_full(&img, &o, &[&k]).unwrap();
+    // The same image with the first candidate's settings, not fitted.
+    let mut fixed = options();
+    fixed.zstd_window_log = first.0;
+    fixed.zstd_block_log = first.1;
+    fixed.segment_log = first.2;
+    let plain = build_full(&img, &fixed, &[&k]).unwrap();
+    let p = Package::parse(&fitted).unwrap();
+    let m = p.manifest();
+    assert!(m.segment_log() > first.2, "{} {:?}", m.segment_log(), first);
+    assert!(
+        fitted.len() < plain.len(),
+        "{} >= {}",
+        fitted.len(),
+        plain.len()
+    );
+    let need = ram::needed(&m).total();
+    assert!(need <= 64 * 1024, "{need}");
+    assert_eq!(u64::from(m.device_ram()), need);
+    let (r, flash) = apply(&fitted, None, 1000);
+    assert_eq!(r, Ok(()));
+    assert_eq!(&flash.data[..img.data.len()], &img.data[..]);
+}
+
+#[test]
+fn an_image_without_raw_slices_keeps_the_first_fit() {
+    let img = raw_image(raw_heavy_image(0, 3));
+    let mut o = options();
+    o.fit_device_ram(64 * 1024, img.data.len() as u64).unwrap();
+    let first = o.fit_candidates(64 * 1024, img.data.len() as u64)[0];
+    let pkg = build_full(&img, &o, &[]).unwrap();
+    let m = Package::parse(&pkg).unwrap().manifest();
+    assert!(m.slices().all(|r| r.method() == Method::Zstd));
+    assert_eq!(
+        (m.zstd_window_log(), m.zstd_block_log(), m.segment_log()),
+        first
+    );
+}
