@@ -768,7 +768,9 @@ fn encode_delta_slice<'a>(
         }
         let full = match &c.source {
             Source::Plain => zstd_compress(s, level, window_log, block_log)?,
-            Source::Patch(stream) => zstd_compress(stream, level, window_log, block_log)?,
+            Source::Patch(stream) => {
+                zstd_compress(stream, patch_level(level), window_log, block_log)?
+            }
             Source::Ref(rp) => match rp.dict(false) {
                 Some(dict) => zstd_ref_compress_with(dict, s, window_log, block_log)?,
                 None => continue,
@@ -879,6 +881,21 @@ fn zstd_ref_compress_with(
 
 /// The zstd level every delta-slice candidate is first compressed at (see `encode_delta_slice`).
 const SCREEN_LEVEL: i32 = 9;
+
+/// The level a patch op stream is compressed at for a build at `level`: 22 from level 19 up
+/// (the default), else `level`. An op stream is long runs of zero add bytes and small
+/// varints, and level 22's deeper search (search log 9, target length 999 against 6 and 256)
+/// finds them. Measured on the 13 comparison pairs (signed): U-Boot 15,790 -> 15,147 bytes,
+/// micro:bit 2,246 -> 2,191, s390-ccw 2,998 -> 2,923, nRF52 1,530 -> 1,504, geometric mean
+/// 0.938 -> 0.929x HDiffPatch; level 22 on zstd and zstd-ref slices gained nothing (SeaBIOS
+/// 6 bytes larger). U-Boot's build went from about 0.20 to 0.25 s.
+fn patch_level(level: i32) -> i32 {
+    if level >= DEFAULT_ZSTD_LEVEL {
+        22
+    } else {
+        level
+    }
+}
 
 /// Builds a single-slot in-place delta package (kind 2, `delta-in-place`): `new` is written
 /// over `old` in the same slot, slice by slice, each slice decoded into the device's scratch
