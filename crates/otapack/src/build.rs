@@ -380,22 +380,28 @@ fn zstd_ref_frames<'p>(
 pub fn build_full(image: &Image, opts: &BuildOptions, keys: &[&SigningKey]) -> Result<Vec<u8>> {
     opts.check()?;
     let slice_size = 1usize << opts.slice_log2;
-    let window_log = opts.zstd_window_log.min(opts.slice_log2);
-    let encoded: Vec<Encoded> = image
-        .data
-        .par_chunks(slice_size)
-        .map(|s| encode_slice(s, opts.zstd_level, window_log, opts.block_log()))
-        .collect::<Result<_>>()?;
-    let (opts, encoded) = refit(opts, encoded, |o, i| {
-        let s = image.data.chunks(slice_size).nth(i).unwrap_or(&[]);
+    let encode = |o: &BuildOptions, i: usize| {
+        let s = slice_of(&image.data, slice_size, i);
         encode_slice(
             s,
             o.zstd_level,
             o.zstd_window_log.min(o.slice_log2),
             o.block_log(),
         )
-    })?;
+    };
+    let encoded: Vec<Encoded> = (0..image.data.len().div_ceil(slice_size))
+        .into_par_iter()
+        .map(|i| encode(opts, i))
+        .collect::<Result<_>>()?;
+    let (opts, encoded) = refit(opts, encoded, encode)?;
     package(image, None, Kind::Full, false, encoded, &opts, keys)
+}
+
+/// Slice `i` of `data` cut in slices of `slice_size` bytes (empty past the end).
+fn slice_of(data: &[u8], slice_size: usize, i: usize) -> &[u8] {
+    let start = i.saturating_mul(slice_size).min(data.len());
+    data.get(start..start.saturating_add(slice_size).min(data.len()))
+        .unwrap_or(&[])
 }
 
 /// The payload bytes `encoded` takes with `opts`' segments and links.
@@ -497,40 +503,24 @@ pub fn build_delta(
     let shared = (whole.len() <= crate::delta::MAX_REF_REGION)
         .then(|| RefPrefix::new(&old.data, whole.clone(), opts.zstd_level))
         .flatten();
-    let encoded: Vec<Encoded> = new
-        .data
-        .par_chunks(slice_size)
-        .zip(matches.par_iter())
-        .enumerate()
-        .map(|(i, (s, m))| {
-            encode_delta_slice(
-                &old.data,
-                &new.data,
-                i,
-                s,
-                m,
-                &whole,
-                predict.as_ref(),
-                shared.as_ref(),
-                opts,
-            )
-        })
-        .collect::<Result<_>>()?;
-    let (opts, encoded) = refit(opts, encoded, |o, i| {
-        let s = new.data.chunks(slice_size).nth(i).unwrap_or(&[]);
-        let m = matches.get(i).map_or(&[][..], |m| &m[..]);
+    let encode = |o: &BuildOptions, i: usize| {
         encode_delta_slice(
             &old.data,
             &new.data,
             i,
-            s,
-            m,
+            slice_of(&new.data, slice_size, i),
+            matches.get(i).map_or(&[][..], |m| &m[..]),
             &whole,
             predict.as_ref(),
             shared.as_ref(),
             o,
         )
-    })?;
+    };
+    let encoded: Vec<Encoded> = (0..new.data.len().div_ceil(slice_size))
+        .into_par_iter()
+        .map(|i| encode(opts, i))
+        .collect::<Result<_>>()?;
+    let (opts, encoded) = refit(opts, encoded, encode)?;
     package(
         new,
         Some(&old.data),

@@ -119,15 +119,7 @@ fn pattern() -> Vec<u8> {
 
 /// The base image of the delta packages: 8 KiB of noise.
 fn base_image() -> Vec<u8> {
-    let mut x: u32 = 0x2545_F491;
-    (0..2 * S)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    noise(2 * S, 0x2545_F491)
 }
 
 /// A record for slice `index` stored as `payload` (digests computed).

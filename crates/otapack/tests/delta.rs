@@ -337,17 +337,6 @@ fn parse_bidiff(p: &[u8]) -> Vec<(&[u8], &[u8], i64)> {
     ops
 }
 
-fn noise(n: usize, mut x: u32) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn small_delta() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut old = noise(4 * 4096, 7);
     old.extend(vec![0xFF; 4096]);

@@ -39,17 +39,6 @@ fn small_options(log2: u8) -> BuildOptions {
     o
 }
 
-fn noise(n: usize, mut x: u32) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// Firmware-like edits: blocks inserted (shifting the rest later), deleted (shifting it
 /// earlier), replaced, and moved; the new image ends up longer or shorter than the old.
 fn edited(old: Vec<u8>) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {

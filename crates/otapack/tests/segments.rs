@@ -94,15 +94,7 @@ fn a_corrupted_later_segment_never_reaches_flash() {
     // of five segments, 4 × (1024 − link) data bytes then the rest (992 × 4 + 128 with 32-byte
     // links, 1008 × 4 + 64 with 16-byte links).
     let k = key("test-ed25519");
-    let mut x: u32 = 0x9E37_79B9;
-    let img: Vec<u8> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let img = noise(4096, 0x9E37_79B9);
     for link in [16usize, 32] {
         let mut o = options();
         o.slice_log2 = 12;
@@ -148,15 +140,7 @@ fn a_short_link_is_checked_on_all_its_16_bytes() {
     // A signer-side chain whose second link differs from the third segment's SHA-256 in its
     // 16th byte only (re-signed, so every other check passes): the third segment is refused.
     let k = key("test-ed25519");
-    let mut x: u32 = 0x1234_5679;
-    let img: Vec<u8> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let img = noise(4096, 0x1234_5679);
     let mut o = options();
     o.slice_log2 = 12;
     o.zstd_window_log = 12;
@@ -210,15 +194,8 @@ fn device_ram_settings_fit_their_budget() {
 
 /// Slices of random bytes (stored raw) and slices of compressible, varied text.
 fn raw_heavy_image(raw_slices: usize, text_slices: usize) -> Vec<u8> {
+    let mut v = noise(raw_slices * 65536, 0x2545_F491);
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut v: Vec<u8> = (0..raw_slices * 65536)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
     let words = [
         "flash", "erase", "sector", "boot", "slot", "image", "retry", "ok",
     ];

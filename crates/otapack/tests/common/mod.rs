@@ -236,3 +236,15 @@ impl ExactDevice {
         a.finish().map(|_| ())
     }
 }
+
+/// `n` incompressible bytes: xorshift32 from `x`, one byte per step.
+pub fn noise(n: usize, mut x: u32) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
