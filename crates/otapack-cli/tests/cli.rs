@@ -611,3 +611,34 @@ fn default_settings_fit_64_kib_and_segments_can_be_turned_off() {
     assert_fails(&otapack(&odd), "--segment-size");
     assert!(!out.exists());
 }
+
+/// An image whose manifest alone leaves no room in the default 64 KiB budget (about 400
+/// slices of 64 KiB) is refused with a hint, not built for a device it would not fit; a
+/// larger --device-ram or explicit settings build it.
+#[test]
+fn an_image_too_large_for_the_default_budget_names_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("big.bin");
+    std::fs::write(&img, vec![0x5Au8; 26_000_000]).unwrap();
+    let out = dir.path().join("big.ota.md5.bin");
+    let args = |extra: &[&'static str]| {
+        let mut v = vec![
+            "build",
+            "--new",
+            s(&img),
+            "--software-version",
+            "1",
+            "-o",
+            s(&out),
+        ];
+        v.extend_from_slice(extra);
+        otapack(&v)
+    };
+    assert_fails(&args(&[]), "default --device-ram");
+    assert!(!out.exists());
+    let o = args(&["--device-ram", "64KiB"]);
+    assert_fails(&o, "too small");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("default"));
+    assert!(args(&["--device-ram", "96KiB"]).status.success());
+    assert!(args(&["--segment-size", "4KiB"]).status.success());
+}

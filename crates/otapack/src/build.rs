@@ -106,8 +106,8 @@ impl BuildOptions {
         let candidates = self.fit_candidates(budget, image_len);
         let &(window, block, segment) = candidates.first().ok_or_else(|| {
             Error::Invalid(format!(
-                "--device-ram {budget} is too small: even a 1KiB zstd window, 1KiB blocks and \
-                 1KiB payload segments need {} bytes with {}-byte slices",
+                "a device RAM budget of {budget} bytes is too small: even a 1KiB zstd window, \
+                 1KiB blocks and 1KiB payload segments need {} bytes with {}-byte slices",
                 self.fixed_need(image_len) + ram::zstd_heap(10, 10) + 1024,
                 1u64 << self.slice_log2
             ))
