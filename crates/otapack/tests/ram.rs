@@ -51,14 +51,31 @@ fn applier_heap_stays_within_the_recorded_bound() {
     let k = key("test-ed25519");
     println!("| pair | kind | window / block / segment | package | peak heap | heap bound | device RAM (manifest) |");
     println!("|---|---|---|---:|---:|---:|---:|");
-    // (window log, block log, segment log): the default, what --device-ram 64KiB picks, the
-    // default before otapack-zstd (32 KiB window, no segments), and a small setting.
-    for (w, b, s) in [(13u8, 0u8, 12u8), (14, 13, 12), (15, 0, 0), (12, 10, 12)] {
+    // (window log, block log, segment log), or None for the default: fitted to 64 KiB (for
+    // these pairs a 16 KiB window, 8 KiB blocks, 4 KiB segments); then the fixed default
+    // before the fit, the fit for raw-heavy images such as OVMF (4 KiB window and blocks,
+    // 16 KiB segments), the default before otapack-zstd (32 KiB window, no segments), and a
+    // small setting.
+    for setting in [
+        None,
+        Some((13u8, 0u8, 12u8)),
+        Some((12, 12, 14)),
+        Some((15, 0, 0)),
+        Some((12, 10, 12)),
+    ] {
         for (name, old, new) in pairs() {
             let mut o = BuildOptions::new("1");
-            o.zstd_window_log = w;
-            o.zstd_block_log = b;
-            o.segment_log = s;
+            match setting {
+                Some((w, b, s)) => {
+                    o.zstd_window_log = w;
+                    o.zstd_block_log = b;
+                    o.segment_log = s;
+                }
+                None => o
+                    .fit_device_ram(otapack::build::DEFAULT_DEVICE_RAM, new.data.len() as u64)
+                    .unwrap(),
+            }
+            let (w, b, s) = (o.zstd_window_log, o.zstd_block_log, o.segment_log);
             for (kind, pkg, base) in [
                 ("full", build_full(&new, &o, &[&k]).unwrap(), None),
                 (
