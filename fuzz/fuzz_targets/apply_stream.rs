@@ -13,7 +13,9 @@
 //! - flash is untouched (no erase, no write) when the applier fails on the header, manifest,
 //!   signatures, policy or base image, when the package parses but its signed part fails
 //!   `check_signatures`, and while the input pushed so far ends inside the signature block;
-//!   a payload digest failure in slice `k` leaves nothing of slice `k` written;
+//!   a payload digest failure in slice `k` leaves nothing of slice `k` written beyond what its
+//!   segments before the failing one decode to (nothing, when the first or only one fails: the
+//!   applier decodes each checked segment straight to flash, format §5.5 and §6.2);
 //! - after an error, `push` and `finish` return that same error; the flash itself asserts
 //!   aligned, in-range, erase-before-program use.
 //!
@@ -99,6 +101,46 @@ fn before_payloads(e: &Error) -> bool {
             | Error::BaseMismatch
             | Error::SlotTooSmall
     )
+}
+
+/// Bytes of slice `k` that its payload segments before the first failing one decode to, with a
+/// fresh decoder on the bytes the applier was given for that payload: all that flash may hold
+/// of slice `k` after the applier fails with a payload digest error there. 0 when the first
+/// segment (or the unsegmented payload) fails. The payload may run past the end of the input
+/// (edits can shorten the payload area): then only its whole segments present count, as in
+/// the applier.
+fn verified_prefix(pkg: &[u8], m: &Manifest<'_>, k: u32) -> u64 {
+    let (Some(rec), Some(start)) = (m.slice(k), sigblock_end(pkg)) else {
+        return 0;
+    };
+    let at = start + rec.payload_offset() as usize;
+    let Some(payload) = pkg.get(at..) else {
+        return 0;
+    };
+    let mut rest = &payload[..payload.len().min(rec.payload_len() as usize)];
+    let mut dec = SliceDecoder::new();
+    if dec.begin(m, &rec).is_err() {
+        return 0;
+    }
+    let mut base = base_image();
+    let mut out = 0u64;
+    loop {
+        let n = dec.next_segment_len();
+        if n == 0 || n > rest.len() {
+            break;
+        }
+        let (segment, tail) = rest.split_at(n);
+        let b = Some(&mut base as &mut dyn BaseImage);
+        let fed = dec.feed_segment(segment, b, &mut |chunk| {
+            out += chunk.len() as u64;
+            Ok(())
+        });
+        if fed.is_err() {
+            break;
+        }
+        rest = tail;
+    }
+    out
 }
 
 /// Chunk sizes from the schedule bytes, repeating.
@@ -226,9 +268,11 @@ fn apply<const W: usize, const E: usize>(
         }
         if let (Error::PayloadDigest { slice }, Some((_, m))) = (e, &parts) {
             let start = u64::from(*slice) << m.slice_log2();
+            let verified = verified_prefix(pkg, m, *slice);
             assert!(
-                log.written_end.get() as u64 <= start,
-                "slice {slice} programmed (to {:#x}) before its payload digest was checked",
+                log.written_end.get() as u64 <= start + verified,
+                "slice {slice} programmed (to {:#x}) past the {verified} bytes its checked \
+                 segments decode to",
                 log.written_end.get()
             );
         }

@@ -57,6 +57,16 @@ fuzz_target!(|data: &[u8]| {
     ));
     let s = u64::from(m.slice_size());
     assert!((4096..=1 << 20).contains(&s));
+    // Payload segments (§5.5): none, or 1 KiB up to the slice size, with 32- or 16-byte links
+    // (16 only with segments).
+    let g = m.segment_size();
+    assert!(g == 0 || (1024..=s).contains(&g), "segment size {g}");
+    match m.segment_link_code() {
+        0 => assert_eq!(m.segment_link_len(), 32),
+        16 => assert!(g != 0 && m.segment_link_len() == 16),
+        c => panic!("segment_link_len code {c} accepted"),
+    }
+    black_box(m.device_ram());
     assert_eq!(u64::from(m.slice_count()), m.image_size().div_ceil(s));
     let total: u64 = (0..m.slice_count())
         .map(|i| u64::from(m.slice_len(i)))
@@ -91,13 +101,31 @@ fuzz_target!(|data: &[u8]| {
             "payload out of bounds"
         );
         offset += payload.len() as u64;
+        // Data length: the payload less one link per segment after the first.
+        let len = u64::from(rec.payload_len());
+        let single = g == 0 || len <= g;
+        let data_len = if single {
+            len
+        } else {
+            len - m.segment_link_len() * (len.div_ceil(g) - 1)
+        };
+        assert_eq!(m.data_len(&rec), data_len, "data_len of slice {i}");
+        let slice_len = u64::from(m.slice_len(i as u32));
         match rec.method() {
             Method::Fill => {
                 assert!(payload.is_empty() && rec.arg() <= 0xFF);
                 assert_eq!(rec.payload_sha256(), SHA256_EMPTY);
             }
-            Method::Raw => assert_eq!(rec.payload_sha256(), rec.slice_sha256()),
-            Method::Zstd => assert!(m.zstd_window_log() != 0),
+            Method::Raw => {
+                assert_eq!(data_len, slice_len, "raw data is not the slice");
+                // One segment: the payload is the slice. A segmented payload's digest is its
+                // first segment's.
+                assert!(!single || rec.payload_sha256() == rec.slice_sha256());
+            }
+            Method::Zstd => {
+                assert!(m.zstd_window_log() != 0);
+                assert!((1..slice_len).contains(&data_len));
+            }
             Method::Copy => {
                 assert!(m.kind() != Kind::Full, "copy slice in a full package");
                 assert!(payload.is_empty() && rec.payload_sha256() == SHA256_EMPTY);
@@ -115,11 +143,11 @@ fuzz_target!(|data: &[u8]| {
             }
             Method::Patch => {
                 assert!(m.kind() != Kind::Full, "patch slice in a full package");
-                assert!(m.zstd_window_log() != 0 && !payload.is_empty());
+                assert!(m.zstd_window_log() != 0 && (1..slice_len).contains(&data_len));
             }
             Method::ZstdRef => {
                 assert!(m.kind() != Kind::Full, "zstd-ref slice in a full package");
-                assert!(m.zstd_window_log() != 0 && !payload.is_empty());
+                assert!(m.zstd_window_log() != 0 && (1..slice_len).contains(&data_len));
                 let (start, len) = otapack_core::wire::slice::ref_region(rec.arg());
                 assert!(
                     len > 0 && start + len <= m.base_size(),

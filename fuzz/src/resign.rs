@@ -10,17 +10,18 @@
 //!
 //! | flags bits | meaning |
 //! |---|---|
-//! | 0-2 | base package (index modulo the number of bases) |
+//! | 0-2 | base package 0 to 7 ([`BASES`]); 7 picks base 8 instead when the script's length is not a multiple of 4 (see [`base_index`]) |
 //! | 3 | set header manifest_len / payload_len to the edited lengths |
-//! | 4 | recompute each record's payload_sha256 (and, for raw, slice_sha256) |
-//! | 5 | recompute each record's slice_sha256 from what the decoder produces |
+//! | 4 | recompute each record's payload_sha256 (and, for raw, slice_sha256); a payload the edited manifest segments (§5.5: `segment_log` 10 to 20, longer than a segment) first gets its segment links recomputed, last to first, and payload_sha256 is then the first segment's digest |
+//! | 5 | recompute each record's slice_sha256 from what the decoder produces (and, for an unsegmented raw payload, payload_sha256) |
 //! | 6 | recompute image_sha256 from the decoded slices; for a delta kind, first set base_size and base_sha256 to the harness's base image |
 //! | 7 | leave the signature block empty (verify with `allow_unsigned`) |
 //!
 //! Edit `op`: bits 0-1 pick the part (0 header, 1 and 3 manifest, 2 payloads); bits 2-4 the
 //! action: 0 set byte, 1 xor byte, 2 add to byte, 3 set a little-endian u32 to `value`, 4
 //! insert `value` zero bytes, 5 delete up to `value` bytes, 6 set a u16 to `value`, 7 set a
-//! u64 to `value << (8 * (op >> 5))`. The offset is taken modulo the part's length.
+//! u64 to `value << (8 * (op >> 5))`. The offset is taken modulo the part's length. The 1 to 3
+//! bytes after the last whole edit are no edit; they only pick base 8 in place of base 7.
 //!
 //! Delta packages are decoded against [`crate::base_image`], the image the delta bases were
 //! built against.
@@ -38,7 +39,7 @@ use otapack_core::wire::trailer;
 use otapack_core::{Error, Package};
 use sha2::{Digest, Sha256};
 
-/// The packages the edits start from (the `seeds/parse` packages).
+/// The packages the edits start from (the `seeds/parse` packages), picked by [`base_index`].
 pub const BASES: &[&[u8]] = &[
     include_bytes!("../seeds/parse/seabios-12k-ed25519.ota.md5.bin"),
     include_bytes!("../seeds/parse/fill-zstd-raw-ed25519.ota.md5.bin"),
@@ -47,10 +48,24 @@ pub const BASES: &[&[u8]] = &[
     include_bytes!("../seeds/parse/microbit-9k-pss-ed25519.ota.md5.bin"),
     include_bytes!("../seeds/parse/delta-seabios-12k-ed25519.ota.md5.bin"),
     include_bytes!("../seeds/parse/delta-copy-ed25519.ota.md5.bin"),
-    // Index 7: no committed resigned/apply_stream seed starts from it (theirs use 0 to 6), so
-    // the mutator reaches it through the base-selection bits alone.
+    // Index 7: no committed resigned/apply_stream seed starts from it (theirs use 0 to 6, and
+    // 7 for base 8), so the mutator reaches it through the base-selection bits alone.
     include_bytes!("../seeds/parse/delta-zstd-ref-seabios-12k-ed25519.ota.md5.bin"),
+    // Index 8: payloads in hash-chained 1 KiB segments with 16-byte links (a zstd slice in two
+    // segments, a raw slice in three). Three flag bits give only 8 bases, so it is picked by
+    // flags bits 0-2 = 7 plus a script with 1 to 3 trailing bytes, which no edit uses: no
+    // committed seed meant anything else before it was added (none uses base 7).
+    include_bytes!("../seeds/parse/seg16-zstd-raw-ed25519.ota.md5.bin"),
 ];
+
+/// The index into [`BASES`] that `flags` and `script` pick: flags bits 0-2, except that 7 with
+/// a script whose length is not a multiple of 4 picks 8.
+pub fn base_index(flags: u8, script: &[u8]) -> usize {
+    match usize::from(flags & 7) {
+        7 if script.len() % 4 != 0 => 8,
+        i => i,
+    }
+}
 
 /// A signature entry [`mutate_with`] adds to the block beside the Ed25519 one (or alone, in an
 /// unsigned package), so the block holds more than the one entry the re-signing writes.
@@ -144,6 +159,39 @@ fn edit(part: &mut Vec<u8>, action: u8, shift: u8, offset: usize, value: u8) {
     }
 }
 
+/// The segment size G and link length K that a (possibly edited) manifest declares (§5.5):
+/// `None` when it does not segment payloads, or when `segment_log` is outside 10 to 20 (the
+/// parser refuses such a manifest anyway). A non-zero link code counts as 16, as in
+/// `Manifest::segment_link_len`.
+fn segmenting(manifest: &[u8]) -> Option<(usize, usize)> {
+    let log = *manifest.get(129)?;
+    let link = if *manifest.get(130)? == 0 { 32 } else { 16 };
+    // `then`, not `then_some`: the shift must not run for a log of 64 or more.
+    (10..=20).contains(&log).then(|| (1usize << log, link))
+}
+
+/// Repairs the segment links of `payload` (last to first, so each link covers the repaired
+/// segment after it) and returns its payload_sha256 (the first segment's digest) and the
+/// SHA-256 of its data (the segments without their links: a raw slice's digest). Without
+/// segments, or when the payload fits in one, both are the payload's SHA-256.
+fn relink(payload: &mut [u8], seg: Option<(usize, usize)>) -> ([u8; 32], [u8; 32]) {
+    let Some((g, k)) = seg.filter(|&(g, _)| payload.len() > g) else {
+        let d: [u8; 32] = Sha256::digest(&*payload).into();
+        return (d, d);
+    };
+    let count = payload.len().div_ceil(g);
+    for i in (1..count).rev() {
+        let next: [u8; 32] =
+            Sha256::digest(&payload[i * g..((i + 1) * g).min(payload.len())]).into();
+        payload[i * g - k..i * g].copy_from_slice(&next[..k]);
+    }
+    let mut data = Sha256::new();
+    for (i, s) in payload.chunks(g).enumerate() {
+        data.update(if i + 1 < count { &s[..g - k] } else { s });
+    }
+    (Sha256::digest(&payload[..g]).into(), data.finalize().into())
+}
+
 /// Record `i` of a (possibly broken) manifest: its byte range, when it is in bounds.
 fn record_range(manifest: &[u8], i: usize) -> Option<core::ops::Range<usize>> {
     let tlv_len = u32_at(manifest, 12)? as usize;
@@ -168,7 +216,7 @@ pub fn mutate_with(
     script: &[u8],
     extra: Option<(ExtraEntry, bool)>,
 ) -> Option<Resigned> {
-    let base = BASES[usize::from(flags & 7) % BASES.len()];
+    let base = BASES[base_index(flags, script)];
     let pkg = Package::parse(base).expect("base package parses");
     let header0 = pkg.header().as_bytes().to_vec();
     let manifest0 = pkg.manifest().as_bytes().to_vec();
@@ -192,6 +240,7 @@ pub fn mutate_with(
         put(&mut header, 16, &(payloads.len() as u32).to_le_bytes());
     }
     if flags & 0x10 != 0 {
+        let seg = segmenting(&manifest);
         let count = u32_at(&manifest, 8).unwrap_or(0) as usize;
         for i in 0..count {
             let Some(r) = record_range(&manifest, i) else {
@@ -204,13 +253,13 @@ pub fn mutate_with(
             let (Some(off), Some(len)) = (off, len) else {
                 break;
             };
-            let Some(payload) = payloads.get(off as usize..off as usize + len as usize) else {
+            let Some(payload) = payloads.get_mut(off as usize..off as usize + len as usize) else {
                 continue;
             };
-            let digest: [u8; 32] = Sha256::digest(payload).into();
+            let (digest, data) = relink(payload, seg);
             put(&mut manifest, r.start + 32, &digest);
             if manifest[r.start + 4] == 1 {
-                put(&mut manifest, r.start + 64, &digest); // raw: slice = payload
+                put(&mut manifest, r.start + 64, &data); // raw: slice = payload data
             }
         }
     }
@@ -261,12 +310,16 @@ pub fn mutate_with(
             });
         if let Some((slice_digests, image)) = fixed {
             if flags & 0x20 != 0 {
+                let seg = segmenting(&manifest);
                 for (i, d) in slice_digests.iter().enumerate() {
                     let Some(r) = record_range(&manifest, i) else {
                         break;
                     };
                     put(&mut manifest, r.start + 64, d);
-                    if manifest[r.start + 4] == 1 {
+                    // A raw payload in one segment is the slice; a segmented one's
+                    // payload_sha256 is its first segment's digest, left to bit 4.
+                    let len = u32_at(&manifest, r.start + 12).unwrap_or(0) as usize;
+                    if manifest[r.start + 4] == 1 && seg.map_or(true, |(g, _)| len <= g) {
                         put(&mut manifest, r.start + 32, d);
                     }
                 }
