@@ -761,11 +761,14 @@ fn encode_delta_slice<'a>(
             .filter(|c| c.method == Method::Patch && c.arg != not)
             .map(|c| c.payload.len())
             .min()
-            .unwrap_or(usize::MAX)
     };
     let behind: Vec<bool> = candidates
         .iter()
-        .map(|c| c.method == Method::Patch && 10 * c.payload.len() > 11 * best_patch_quick(c.arg))
+        .map(|c| {
+            c.method == Method::Patch
+                && best_patch_quick(c.arg)
+                    .is_some_and(|b| 10 * c.payload.len() > 11usize.saturating_mul(b))
+        })
         .collect();
     for (c, behind) in candidates.iter_mut().zip(behind) {
         if level <= quick
