@@ -425,15 +425,20 @@ fn build(a: BuildArgs) -> Result<(), Error> {
     opts.hardware_versions = a.hardware_version;
     // After the identity fields, which take manifest bytes the device buffers.
     if let Some(budget) = budget {
-        opts.fit_device_ram(budget, img.data.len() as u64)
-            .map_err(|e| match a.device_ram {
-                Some(_) => e,
-                None => Error::Invalid(format!(
-                    "{e} (64KiB is the default --device-ram): pass --device-ram with the RAM your \
+        let len = img.data.len() as u64;
+        if a.in_place {
+            opts.fit_device_ram_in_place(budget, len)
+        } else {
+            opts.fit_device_ram(budget, len)
+        }
+        .map_err(|e| match a.device_ram {
+            Some(_) => e,
+            None => Error::Invalid(format!(
+                "{e} (64KiB is the default --device-ram): pass --device-ram with the RAM your \
                      device gives the updater, a larger --slice-size (fewer slices, a smaller \
                      manifest), or --zstd-window/--segment-size to set the settings yourself"
-                )),
-            })?;
+            )),
+        })?;
     }
     opts.security_counter = a.security_counter;
     opts.created = created;

@@ -103,12 +103,22 @@ impl BuildOptions {
     /// and lets the build trade window for segment size within it when that makes the package
     /// smaller ([`BuildOptions::fit_candidates`]).
     pub fn fit_device_ram(&mut self, budget: u64, image_len: u64) -> Result<()> {
-        let candidates = self.fit_candidates(budget, image_len);
+        self.fit_with(budget, image_len, ram::STACK_RESERVE)
+    }
+
+    /// [`fit_device_ram`](Self::fit_device_ram) for a single-slot (in-place) package, whose
+    /// device session needs the larger stack reserve `ram::IN_PLACE_STACK_RESERVE`.
+    pub fn fit_device_ram_in_place(&mut self, budget: u64, image_len: u64) -> Result<()> {
+        self.fit_with(budget, image_len, ram::IN_PLACE_STACK_RESERVE)
+    }
+
+    fn fit_with(&mut self, budget: u64, image_len: u64, stack: u64) -> Result<()> {
+        let candidates = self.candidates(budget, image_len, stack);
         let &(window, block, segment) = candidates.first().ok_or_else(|| {
             Error::Invalid(format!(
                 "a device RAM budget of {budget} bytes is too small: even a 1KiB zstd window, \
                  1KiB blocks and 1KiB payload segments need {} bytes with {}-byte slices",
-                self.fixed_need(image_len) + ram::zstd_heap(10, 10) + 1024,
+                self.fixed_need(image_len, stack) + ram::zstd_heap(10, 10) + 1024,
                 1u64 << self.slice_log2
             ))
         })?;
@@ -121,8 +131,8 @@ impl BuildOptions {
     }
 
     /// What the applier needs besides the zstd decoder and the payload segment: the manifest
-    /// buffer, the write buffer and the stack reserve.
-    fn fixed_need(&self, image_len: u64) -> u64 {
+    /// buffer, the write buffer and the stack reserve `stack`.
+    fn fixed_need(&self, image_len: u64, stack: u64) -> u64 {
         let slices = image_len.div_ceil(1 << self.slice_log2).max(1);
         let tlv: u64 = 4
             + self.software_version.len() as u64
@@ -136,7 +146,7 @@ impl BuildOptions {
                 .map(|h| 4 + h.len() as u64)
                 .sum::<u64>();
         let manifest = 32 + 136 + tlv + 96 * slices;
-        manifest + ram::WRITE_BUFFER + ram::STACK_RESERVE
+        manifest + ram::WRITE_BUFFER + stack
     }
 
     /// The `(window, block, segment)` logs that fit `budget` for an image of `image_len`
@@ -146,7 +156,11 @@ impl BuildOptions {
     /// which pays when most of the package is stored raw (compressed firmware inside the
     /// image). Empty when nothing fits.
     pub fn fit_candidates(&self, budget: u64, image_len: u64) -> Vec<(u8, u8, u8)> {
-        let fixed = self.fixed_need(image_len);
+        self.candidates(budget, image_len, ram::STACK_RESERVE)
+    }
+
+    fn candidates(&self, budget: u64, image_len: u64, stack: u64) -> Vec<(u8, u8, u8)> {
+        let fixed = self.fixed_need(image_len, stack);
         let slice = self.slice_log2;
         // The largest segment that fits beside a decoder for (window, block), at least
         // `min_segment`.

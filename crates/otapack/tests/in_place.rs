@@ -410,3 +410,36 @@ fn slices_larger_than_the_scratch_area_are_refused() {
     assert!(err.to_string().contains("scratch"), "{err}");
     assert!(build_in_place(&raw_image(vec![]), &new, &options(), 1 << 16, &[]).is_err());
 }
+
+/// A single-slot package reserves the in-place session's larger stack: fitted to the same
+/// budget as a two-slot delta, it gets settings that leave 8 KiB more room, and the RAM it
+/// records counts that reserve.
+#[test]
+fn the_in_place_fit_keeps_the_larger_stack_reserve() {
+    use otapack::otapack_core::ram;
+    let l = |f: &str| load(&testdata(&format!("firmware/{f}")), &LoadOptions::default()).unwrap();
+    let old = l("seabios-1.16.2-bios.bin");
+    let new = l("seabios-1.16.3-bios.bin");
+    let budget = 64 * 1024;
+    let mut two = options();
+    two.fit_device_ram(budget, new.data.len() as u64).unwrap();
+    let mut one = options();
+    one.fit_device_ram_in_place(budget, new.data.len() as u64)
+        .unwrap();
+    assert!(
+        one.zstd_window_log < two.zstd_window_log,
+        "in place {} two-slot {}",
+        one.zstd_window_log,
+        two.zstd_window_log
+    );
+    let pkg = build_in_place(&old, &new, &one, 1 << one.slice_log2, &[]).unwrap();
+    let p = Package::parse(&pkg).unwrap();
+    let need = ram::needed(&p.manifest());
+    assert_eq!(need.stack_reserve, ram::IN_PLACE_STACK_RESERVE);
+    assert!(need.total() <= budget, "{need:?}");
+    assert_eq!(u64::from(p.manifest().device_ram()), need.total());
+    let pkg = build_delta(&old, &new, &two, &[]).unwrap();
+    let need = ram::needed(&Package::parse(&pkg).unwrap().manifest());
+    assert_eq!(need.stack_reserve, ram::STACK_RESERVE);
+    assert!(need.total() <= budget, "{need:?}");
+}
