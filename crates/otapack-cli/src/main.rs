@@ -2,6 +2,7 @@
 //!
 //! Exit status: 0 success, 1 failure (the cause is printed as one line on stderr), 2 usage.
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use otapack::build::{
     build_delta, build_full, build_in_place, BuildOptions, DEFAULT_DEVICE_RAM, DEFAULT_ZSTD_LEVEL,
@@ -117,8 +118,8 @@ struct BuildArgs {
     /// others then default to 8KiB window, no block limit, 4KiB segments.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     zstd_window: Option<u64>,
-    /// Largest zstd block (decoded) a device must hold, power of two from 1KiB (default: no
-    /// limit beyond the window and zstd's 128KiB).
+    /// Largest zstd block (decoded) a device must hold, power of two from 1KiB (with explicit
+    /// settings, default no limit beyond the window and zstd's 128KiB; the fit picks one).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     zstd_block: Option<u64>,
     /// Cut payloads longer than this into hash-chained segments, so a device buffers one
@@ -129,7 +130,8 @@ struct BuildArgs {
     /// Bytes of the link that ends each segment but the last: 16 (the first half of the next
     /// segment's SHA-256, 128-bit second-preimage resistance) or 32 (all of it).
     #[arg(long, value_name = "BYTES", default_value_t = 16,
-          value_parser = clap::value_parser!(u8).range(16..=32))]
+          value_parser = clap::builder::PossibleValuesParser::new(["16", "32"])
+              .map(|v| if v == "32" { 32u8 } else { 16 }))]
     segment_link: u8,
     /// RAM the device gives the updater, stack included (default 64KiB): picks the zstd
     /// window, block limit and segment size that fit and give the smallest package (a smaller

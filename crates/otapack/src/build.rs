@@ -109,7 +109,10 @@ impl BuildOptions {
     /// [`fit_device_ram`](Self::fit_device_ram) for a single-slot (in-place) package, whose
     /// device session needs the larger stack reserve `ram::IN_PLACE_STACK_RESERVE`.
     pub fn fit_device_ram_in_place(&mut self, budget: u64, image_len: u64) -> Result<()> {
-        self.fit_with(budget, image_len, ram::IN_PLACE_STACK_RESERVE)
+        self.fit_with(budget, image_len, ram::IN_PLACE_STACK_RESERVE)?;
+        // The trade of window for segments (`refit`) is for two-slot and full builds only.
+        self.fit_image_len = None;
+        Ok(())
     }
 
     fn fit_with(&mut self, budget: u64, image_len: u64, stack: u64) -> Result<()> {
@@ -451,6 +454,12 @@ fn refit(
     let (Some(budget), Some(image_len)) = (opts.device_ram, opts.fit_image_len) else {
         return Ok((opts.clone(), encoded));
     };
+    let candidates = opts.fit_candidates(budget, image_len);
+    // Only settings still as `fit_device_ram` left them: edited ones are the caller's.
+    let current = (opts.zstd_window_log, opts.zstd_block_log, opts.segment_log);
+    if candidates.first() != Some(&current) {
+        return Ok((opts.clone(), encoded));
+    }
     let coded = |e: &Encoded| matches!(e.method, Method::Zstd | Method::Patch | Method::ZstdRef);
     let coded_bytes: u64 = encoded
         .iter()
@@ -460,7 +469,7 @@ fn refit(
     let stored: Vec<Encoded> = encoded.iter().filter(|e| !coded(e)).cloned().collect();
     let mut best_bytes = payload_bytes(opts, &encoded);
     let mut best = (opts.clone(), encoded);
-    for (window, block, segment) in opts.fit_candidates(budget, image_len).into_iter().skip(1) {
+    for (window, block, segment) in candidates.into_iter().skip(1) {
         let mut o = best.0.clone();
         o.zstd_window_log = window;
         o.zstd_block_log = block;

@@ -55,7 +55,7 @@ pub struct PackageInfo {
     pub zstd_block_log: u8,
     /// 0, or the log2 of the payload segment size.
     pub segment_log: u8,
-    /// Bytes of each segment link (32 or 16).
+    /// Bytes of each segment link (32 or 16); 0 without segments.
     pub segment_link_len: u64,
     /// The device RAM the manifest records (bytes; 0: not stated), and what otapack-core's
     /// applier needs for it, computed here.
@@ -100,7 +100,11 @@ impl PackageInfo {
             zstd_window_log: m.zstd_window_log(),
             zstd_block_log: m.zstd_block_log(),
             segment_log: m.segment_log(),
-            segment_link_len: m.segment_link_len(),
+            segment_link_len: if m.segment_log() == 0 {
+                0
+            } else {
+                m.segment_link_len()
+            },
             device_ram: m.device_ram(),
             device_ram_needed: otapack_core::ram::needed(&m).total(),
             manifest_len: pkg.header().manifest_len(),

@@ -281,3 +281,21 @@ fn an_image_without_raw_slices_keeps_the_first_fit() {
         first
     );
 }
+
+#[test]
+fn settings_edited_after_the_fit_are_kept() {
+    // The refit only replaces settings still as fit_device_ram left them.
+    let img = raw_image(raw_heavy_image(8, 2));
+    let mut o = options();
+    o.fit_device_ram(64 * 1024, img.data.len() as u64).unwrap();
+    o.segment_log -= 1;
+    let pkg = build_full(&img, &o, &[]).unwrap();
+    let p = Package::parse(&pkg).unwrap();
+    assert_eq!(p.manifest().segment_log(), o.segment_log);
+    assert_eq!(p.manifest().zstd_window_log(), o.zstd_window_log);
+    // And an in-place fit never refits (its budget counts the larger stack reserve).
+    let mut o = options();
+    o.fit_device_ram_in_place(64 * 1024, img.data.len() as u64)
+        .unwrap();
+    assert_eq!(o.fit_image_len, None);
+}

@@ -107,7 +107,7 @@ pub fn segmented_payload_len(data_len: u64, segment: u64, link: u64) -> u64 {
     // Every linked segment carries `segment - link` data bytes; the last carries the rest.
     let per = segment - link;
     let links = (data_len - segment).div_ceil(per);
-    data_len + links * link
+    data_len.saturating_add(links.saturating_mul(link))
 }
 
 /// What the package rebuilds the image from.
