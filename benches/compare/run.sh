@@ -117,7 +117,7 @@ PAIRS=(
 # kind: otapack | peer | baseline (baseline ignores OLD).
 TOOLS=(
     "otapack|otapack|otapack delta, defaults (64 KiB slices, settings fitted to 64 KiB device RAM, 16-byte segment links)"
-    "otapack_fixed|otapack|otapack delta, --zstd-window 8KiB --segment-size 4KiB (fixed settings, the former defaults but with 16-byte links; 52-56 KB device RAM)"
+    "otapack_fixed|otapack|otapack delta, --zstd-window 8KiB --segment-size 4KiB (fixed settings, the former defaults but with 16-byte links; 52-61 KB device RAM)"
     "otapack_wide|otapack|otapack delta, 32 KiB window, no segments (about 130-160 KB device RAM)"
     "bsdiff|peer|bsdiff 4.3 (bzip2)"
     "xdelta3|peer|xdelta3 -e -9 (secondary: lzma, its default)"
