@@ -133,14 +133,15 @@ struct BuildArgs {
           value_parser = clap::builder::PossibleValuesParser::new(["16", "32"])
               .map(|v| if v == "32" { 32u8 } else { 16 }))]
     segment_link: u8,
-    /// RAM the device gives the updater, stack included (default 64KiB): picks the zstd
-    /// window, block limit and segment size that fit and give the smallest package (a smaller
-    /// budget costs package size), and fails if the package cannot fit. The need is recorded
-    /// in the manifest either way.
+    /// RAM the device gives the updater, stack included (default 64KiB): picks the largest
+    /// zstd block limit, window and segment size that fit, or a smaller window with larger
+    /// segments when much of the image is stored raw and that makes the package smaller (a
+    /// smaller budget costs package size), and fails if the package cannot fit. The need is
+    /// recorded in the manifest either way.
     #[arg(long, value_name = "SIZE", value_parser = parse_size,
           conflicts_with_all = ["zstd_window", "zstd_block", "segment_size"])]
     device_ram: Option<u64>,
-    /// zstd compression level (1-22).
+    /// zstd compression level (1-22); from 19 up, patch op streams take 22.
     #[arg(long, default_value_t = DEFAULT_ZSTD_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     zstd_level: i32,
     /// Input format (default: detected from the content).

@@ -185,7 +185,7 @@ impl BuildOptions {
             return Vec::new();
         };
         let mut out = vec![best];
-        // Smaller windows, each with blocks as large as the window allows.
+        // Smaller windows, each with blocks of min(the chosen block limit, the window).
         for window in (10..best.0).rev() {
             let block = best.1.min(window);
             if let Some(segment) = segment_for(window, block, 10) {
@@ -204,6 +204,22 @@ impl BuildOptions {
             0
         } else {
             16
+        }
+    }
+
+    /// The payload segment size in bytes, 0 without segments.
+    fn segment_bytes(&self) -> u64 {
+        match self.segment_log {
+            0 => 0,
+            n => 1u64 << n,
+        }
+    }
+
+    /// Bytes of each segment link the manifest's [`link_code`](Self::link_code) stands for.
+    fn link_bytes(&self) -> u64 {
+        match self.link_code() {
+            0 => SEGMENT_LINK_LEN,
+            _ => SHORT_LINK_LEN,
         }
     }
 
@@ -423,14 +439,7 @@ fn slice_of(data: &[u8], slice_size: usize, i: usize) -> &[u8] {
 
 /// The payload bytes `encoded` takes with `opts`' segments and links.
 fn payload_bytes(opts: &BuildOptions, encoded: &[Encoded]) -> u64 {
-    let segment = match opts.segment_log {
-        0 => 0,
-        n => 1u64 << n,
-    };
-    let link = match opts.link_code() {
-        0 => SEGMENT_LINK_LEN,
-        _ => SHORT_LINK_LEN,
-    };
+    let (segment, link) = (opts.segment_bytes(), opts.link_bytes());
     encoded
         .iter()
         .map(|e| segmented_payload_len(e.payload.len() as u64, segment, link))
@@ -1090,15 +1099,7 @@ fn package(
 ) -> Result<Vec<u8>> {
     let window_log = opts.zstd_window_log.min(opts.slice_log2);
 
-    let segment = match opts.segment_log {
-        0 => 0,
-        n => 1usize << n,
-    };
-    let link_code = opts.link_code();
-    let link = match link_code {
-        0 => SEGMENT_LINK_LEN,
-        _ => SHORT_LINK_LEN,
-    } as usize;
+    let (segment, link) = (opts.segment_bytes() as usize, opts.link_bytes() as usize);
     let mut slices = Vec::with_capacity(encoded.len());
     let mut payloads = Vec::new();
     for (i, e) in encoded.iter().enumerate() {
@@ -1126,7 +1127,7 @@ fn package(
         zstd_window_log: if any_zstd { window_log } else { 0 },
         zstd_block_log: if any_zstd { opts.block_log() } else { 0 },
         segment_log: opts.segment_log,
-        segment_link_len: link_code,
+        segment_link_len: opts.link_code(),
         device_ram: 0,
         security_counter: opts.security_counter,
         created: opts.created,
@@ -1243,4 +1244,17 @@ pub(crate) fn signature_block(
         signature: sig,
     }));
     Ok(sigblock::emit(&entries)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_streams_take_level_22_from_the_default_level_up() {
+        assert_eq!(patch_level(DEFAULT_ZSTD_LEVEL), 22);
+        assert_eq!(patch_level(20), 22);
+        assert_eq!(patch_level(18), 18);
+        assert_eq!(patch_level(3), 3);
+    }
 }
